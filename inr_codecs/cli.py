@@ -1,0 +1,255 @@
+"""Command line: ``inr-codecs compress | info | export``.
+
+    inr-codecs compress nuclei.tif nuclei.zarr --ratio 64 --chunks 64,64,64
+    inr-codecs info nuclei.zarr
+    inr-codecs export nuclei.zarr nuclei-zstd.zarr      # standard codecs, via tensorstore
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import payload
+from .codec import BudgetError
+from .metrics import psnr
+from .payload import PayloadError
+
+CODECS = {"siren": "SIRENCodec"}
+_METADATA_FILES = {".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json"}
+
+
+def read_source(path: str):
+    """Open a volume lazily where the format allows: .npy, .tif/.tiff, .nii/.nii.gz, or a Zarr array."""
+    p = path.rstrip("/")
+    low = p.lower()
+    if low.endswith(".npy"):
+        return np.load(p, mmap_mode="r")
+    if low.endswith((".tif", ".tiff")):
+        import tifffile
+        return tifffile.imread(p)
+    if low.endswith((".nii", ".nii.gz")):
+        import nibabel
+        return nibabel.load(p).dataobj
+    if os.path.isdir(p):
+        import zarr
+        return zarr.open_array(p, mode="r")
+    raise ValueError(f"cannot read {path!r}: expected .npy, .tif, .nii(.gz) or a Zarr array directory")
+
+
+def chunk_regions(shape, chunks):
+    """Slices of every chunk of a regular grid, in C order."""
+    ranges = [range(0, s, c) for s, c in zip(shape, chunks)]
+    for start in itertools.product(*ranges):
+        yield tuple(slice(a, min(a + c, s)) for a, c, s in zip(start, chunks, shape))
+
+
+def stored_chunk_bytes(path: str) -> tuple[int, list[str]]:
+    """Bytes and relative paths of every chunk (or shard) file of a local Zarr array."""
+    total, files = 0, []
+    for root, _, names in os.walk(path):
+        for n in names:
+            if n not in _METADATA_FILES:
+                f = os.path.join(root, n)
+                total += os.path.getsize(f)
+                files.append(os.path.relpath(f, path))
+    return total, sorted(files)
+
+
+def _parse_ints(text):
+    return tuple(int(v) for v in text.split(",")) if text else None
+
+
+def _progress(total, desc):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:   # progress is a nicety; the work goes on without it
+        return None
+    return tqdm(total=total, desc=desc, unit="chunk", file=sys.stderr)
+
+
+def make_codec(name: str, ratio: float, zarr_format: int, **options):
+    from . import siren
+    opts = {k: v for k, v in options.items() if v is not None}
+    if name not in CODECS:
+        raise ValueError(f"unknown codec {name!r}; available: {', '.join(CODECS)}")
+    if zarr_format == 2:
+        return getattr(siren, CODECS[name])(ratio, **opts)
+    from . import zarr3
+    return getattr(zarr3, CODECS[name].replace("Codec", "Serializer"))(ratio, **opts)
+
+
+def cmd_compress(a) -> int:
+    import zarr
+    src = read_source(a.source)
+    shape, dtype = tuple(src.shape), np.dtype(src.dtype)
+    chunks = _parse_ints(a.chunks) or tuple(min(s, 64) for s in shape)
+    if len(chunks) != len(shape):
+        raise ValueError(f"--chunks has {len(chunks)} values but the source has {len(shape)} axes {shape}")
+    if os.path.exists(a.target) and not a.overwrite:
+        raise FileExistsError(f"{a.target} exists; pass --overwrite to replace it")
+    codec = make_codec(a.codec, a.ratio, a.zarr_format, steps=a.steps, bits=a.bits,
+                       device=a.device, seed=a.seed)
+    (codec if a.zarr_format == 2 else codec.codec).check_chunk(chunks, dtype)  # before touching the target
+    if a.zarr_format == 2:
+        if a.shards:
+            raise ValueError("--shards needs --zarr-format 3")
+        z = zarr.create_array(a.target, shape=shape, chunks=chunks, dtype=dtype, zarr_format=2,
+                              compressors=codec, filters=None, overwrite=a.overwrite)
+        write_grid = chunks
+    else:
+        shards = _parse_ints(a.shards)
+        z = zarr.create_array(a.target, shape=shape, chunks=chunks, shards=shards, dtype=dtype,
+                              serializer=codec, compressors=None, overwrite=a.overwrite)
+        write_grid = shards or chunks
+    regions = list(chunk_regions(shape, write_grid))
+    bar = _progress(len(regions), "compress")
+    t0 = time.perf_counter()
+    for region in regions:
+        z[region] = np.asarray(src[region])
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    stored, _ = stored_chunk_bytes(a.target)
+    raw = int(np.prod(shape)) * dtype.itemsize
+    summary = {"source": a.source, "target": a.target, "shape": list(shape), "dtype": str(dtype),
+               "chunks": list(chunks), "codec": a.codec, "ratio_requested": a.ratio,
+               "ratio_achieved": round(raw / max(stored, 1), 2), "seconds": round(seconds, 2),
+               "MB_per_s": round(raw / 1e6 / seconds, 4)}
+    if not a.no_verify:
+        err, peak = 0.0, []
+        lo, hi = np.inf, -np.inf
+        for region in chunk_regions(shape, write_grid):
+            x = np.asarray(src[region], np.float64)
+            err += float(np.sum((x - z[region]) ** 2))
+            lo, hi = min(lo, x.min()), max(hi, x.max())
+        mse = err / np.prod(shape)
+        summary["psnr_db"] = round(float(10 * np.log10((hi - lo) ** 2 / mse)), 3) if mse > 0 else float("inf")
+    print(json.dumps(summary) if a.json else
+          f"{a.target}: ratio {summary['ratio_achieved']}x (asked {a.ratio:g}x)"
+          + (f", PSNR {summary['psnr_db']} dB" if "psnr_db" in summary else "")
+          + f", {summary['seconds']} s ({summary['MB_per_s']} MB/s)")
+    return 0
+
+
+def _codec_config(z) -> dict:
+    meta = z.metadata.to_dict()
+    if meta.get("zarr_format") == 2:
+        return {"zarr_format": 2, "compressor": meta.get("compressor"), "filters": meta.get("filters")}
+    return {"zarr_format": 3, "codecs": meta.get("codecs")}
+
+
+def cmd_info(a) -> int:
+    import zarr
+    from .siren import read_body_fixed
+    z = zarr.open_array(a.path, mode="r")
+    stored, files = stored_chunk_bytes(a.path)
+    raw_written = 0
+    methods, widths, bits = {}, {}, {}
+    sharded = "sharding_indexed" in json.dumps(_codec_config(z))
+    for f in ([] if sharded else files):
+        with open(os.path.join(a.path, f), "rb") as fh:
+            data = fh.read()
+        try:
+            header, body = payload.unpack(data)
+        except PayloadError as e:
+            methods["unreadable"] = methods.get("unreadable", 0) + 1
+            print(f"warning: {f}: {e}", file=sys.stderr)
+            continue
+        raw_written += header.nbytes
+        name = payload.METHOD_NAMES[header.method]
+        methods[name] = methods.get(name, 0) + 1
+        if name == "siren":
+            *_, width, _, b = read_body_fixed(payload.Reader(body))
+            widths[width] = widths.get(width, 0) + 1
+            bits[b] = bits.get(b, 0) + 1
+    raw_written = raw_written or int(np.prod(z.shape)) * z.dtype.itemsize
+    out = {"path": a.path, "shape": list(z.shape), "dtype": str(z.dtype), "chunks": list(z.chunks),
+           **_codec_config(z), "stored_files": len(files), "stored_bytes": stored,
+           "ratio_achieved": round(raw_written / max(stored, 1), 2)}
+    if not sharded:
+        out.update(payload_methods=methods, siren_widths=widths, siren_bits=bits)
+    print(json.dumps(out, indent=None if a.json else 1, default=str))
+    return 0
+
+
+def cmd_export(a) -> int:
+    import tensorstore as ts
+    import zarr
+    src = zarr.open_array(a.source, mode="r")
+    if os.path.exists(a.target) and not a.overwrite:
+        raise FileExistsError(f"{a.target} exists; pass --overwrite to replace it")
+    shape, chunks, dtype = list(src.shape), list(src.chunks), np.dtype(src.dtype)
+    if a.zarr_format == 3:
+        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": a.target},
+                "metadata": {"shape": shape, "data_type": dtype.name,
+                             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunks}},
+                             "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                                        {"name": "zstd", "configuration": {"level": 5}}]}}
+    else:
+        spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": a.target},
+                "metadata": {"shape": shape, "chunks": chunks, "dtype": dtype.str,
+                             "compressor": {"id": "zstd", "level": 5}}}
+    out = ts.open(spec, create=True, delete_existing=a.overwrite).result()
+    regions = list(chunk_regions(shape, chunks))
+    bar = _progress(len(regions), "export")
+    for region in regions:
+        out[region].write(src[region]).result()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    print(f"{a.target}: {dtype} {tuple(shape)} written with zstd (zarr v{a.zarr_format}, readable by tensorstore and neuroglancer)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inr-codecs", description="Lossy neural codecs for Zarr arrays.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compress", help="compress a volume into a Zarr array")
+    c.add_argument("source", help=".npy, .tif, .nii(.gz) or Zarr array")
+    c.add_argument("target", help="Zarr array path to create")
+    c.add_argument("--codec", default="siren", choices=sorted(CODECS))
+    c.add_argument("--ratio", type=float, required=True, help="compression ratio (a ceiling per chunk)")
+    c.add_argument("--chunks", help="chunk shape, e.g. 64,64,64 (default: 64 per axis)")
+    c.add_argument("--shards", help="shard shape (Zarr v3), e.g. 128,128,128")
+    c.add_argument("--zarr-format", type=int, choices=(2, 3), default=3)
+    c.add_argument("--steps", type=int)
+    c.add_argument("--bits", type=int)
+    c.add_argument("--device")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--overwrite", action="store_true")
+    c.add_argument("--no-verify", action="store_true", help="skip reading back to compute PSNR")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON")
+    c.set_defaults(func=cmd_compress)
+    i = sub.add_parser("info", help="codec, achieved ratio and payload summary of an array")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+    e = sub.add_parser("export", help="decode into a standard-codec (zstd) Zarr array, with tensorstore")
+    e.add_argument("source")
+    e.add_argument("target")
+    e.add_argument("--zarr-format", type=int, choices=(2, 3), default=3)
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return a.func(a)
+    except (BudgetError, FileExistsError, ValueError, TypeError, PayloadError) as e:
+        print(f"inr-codecs {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""What every inr-codecs codec shares: chunk checks, normalisation, the byte budget,
+constant chunks, decoding by method id, and the numcodecs ``Codec`` base class."""
+from __future__ import annotations
+
+import importlib
+import struct
+
+import numpy as np
+from numcodecs.abc import Codec
+from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like, ndarray_copy
+
+from . import payload
+from .payload import Header, PayloadError, Reader
+
+#: Module that decodes each method id's body (``decode_body(header, reader) -> ndarray``).
+_METHOD_MODULES = {payload.METHODS["siren"]: "inr_codecs.siren"}
+
+
+class BudgetError(ValueError):
+    """The requested ratio leaves too few bytes for a useful network."""
+
+
+def budget_bytes(raw_nbytes: int, ratio: float) -> int:
+    """Payload ceiling for a chunk: floor(raw bytes / ratio), header included."""
+    return int(raw_nbytes // ratio)
+
+
+def check_ratio(ratio) -> float:
+    try:
+        r = float(ratio)
+    except (TypeError, ValueError):
+        raise ValueError(f"ratio must be a number >= 1, not {ratio!r}") from None
+    if not (r >= 1 and np.isfinite(r)):
+        raise ValueError(f"ratio must be a finite number >= 1, not {ratio!r}")
+    return r
+
+
+def as_chunk(buf) -> np.ndarray:
+    """The array zarr (or a user) hands to ``encode``, with shape and memory order kept."""
+    arr = ensure_ndarray_like(buf)
+    if not isinstance(arr, np.ndarray):
+        arr = np.asarray(arr)
+    payload.check_dtype(arr.dtype)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(
+            f"chunk contains {bad} NaN/Inf value(s); inr-codecs stores finite values only "
+            "(replace them, e.g. with np.nan_to_num, or mask them before compressing)")
+    return arr
+
+
+def memory_order(arr: np.ndarray) -> str:
+    return "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+
+
+def header_for(arr: np.ndarray, method: str) -> Header:
+    return Header(payload.METHODS[method], arr.dtype, memory_order(arr), tuple(arr.shape))
+
+
+def value_range(arr: np.ndarray) -> tuple[float, float]:
+    return float(arr.min()), float(arr.max())
+
+
+def normalise(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Chunk values in C order mapped to [-1, 1]: y = (x - mid) / half (float32, flattened)."""
+    mid, half = (lo + hi) / 2.0, (hi - lo) / 2.0
+    return ((np.ravel(arr, order="C").astype(np.float64) - mid) / half).astype(np.float32)
+
+
+def denormalise(y: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndarray:
+    """Inverse of :func:`normalise`, clipped to [lo, hi]; integers rounded half to even."""
+    mid, half = (lo + hi) / 2.0, (hi - lo) / 2.0
+    x = np.clip(y.astype(np.float64) * half + mid, lo, hi)
+    if dtype.kind in "iu":
+        x = np.rint(x)
+    return x.astype(dtype)
+
+
+def encode_constant(arr: np.ndarray) -> bytes:
+    return payload.pack(header_for(arr, "constant"), arr.reshape(-1)[:1].tobytes())
+
+
+def decode(buf) -> np.ndarray:
+    """Decode any inr-codecs payload to an array of its recorded shape, dtype and order."""
+    header, body = payload.unpack(ensure_contiguous_ndarray(buf))
+    if header.method == payload.METHODS["constant"]:
+        r = Reader(body)
+        value = r.array(header.dtype, 1)
+        r.done()
+        return np.full(header.shape, value[0], dtype=header.dtype, order=header.order)
+    module = importlib.import_module(_METHOD_MODULES[header.method])
+    out = module.decode_body(header, Reader(body))
+    return np.asarray(out.reshape(header.shape), order=header.order)
+
+
+def pack_range(lo: float, hi: float) -> bytes:
+    return struct.pack("<dd", lo, hi)
+
+
+def read_range(r: Reader) -> tuple[float, float]:
+    lo, hi = r.take("dd")
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise PayloadError(f"bad value range [{lo}, {hi}] in payload")
+    return lo, hi
+
+
+class InrCodec(Codec):
+    """Base numcodecs codec: subclasses set ``codec_id`` and implement ``encode_array``.
+
+    Every public attribute is constructor configuration (JSON-serialisable); models and
+    caches never live on the instance, so one instance serves concurrent threads.
+    """
+
+    codec_id: str | None = None
+
+    def encode(self, buf):
+        arr = as_chunk(buf)
+        lo, hi = value_range(arr)
+        if lo == hi:
+            return encode_constant(arr)
+        return self.encode_array(arr, lo, hi)
+
+    def decode(self, buf, out=None):
+        return ndarray_copy(decode(buf), out) if out is not None else decode(buf)
+
+    def encode_array(self, arr: np.ndarray, lo: float, hi: float) -> bytes:  # pragma: no cover
+        raise NotImplementedError
+
+    def check_chunk(self, shape: tuple[int, ...], dtype) -> None:
+        """Raise (BudgetError, TypeError) if chunks of this shape and dtype cannot be stored."""
+        raise NotImplementedError  # pragma: no cover
+
+    def __repr__(self):
+        cfg = self.get_config()
+        cfg.pop("id")
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in cfg.items()) + ")"

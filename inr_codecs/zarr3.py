@@ -1,0 +1,102 @@
+"""Zarr v3 array-to-bytes codecs (serializers) over the same core as the numcodecs codecs.
+
+    zarr.create_array(store, shape=..., chunks=..., dtype=...,
+                      serializer=SIRENSerializer(ratio=64), compressors=None)
+
+The JSON metadata is ``{"name": "inr_codecs.siren", "configuration": {...}}`` with the same
+configuration keys as :class:`inr_codecs.SIRENCodec`. Encoding and decoding run in a worker
+thread so zarr's event loop stays free.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from zarr.abc.codec import ArrayBytesCodec
+from zarr.core.chunk_grids import RegularChunkGrid
+from zarr.core.common import parse_named_configuration
+from zarr.registry import register_codec
+
+from .codec import InrCodec, decode
+from .payload import PayloadError
+from .siren import SIRENCodec
+
+
+def _native(dtype) -> np.dtype:
+    return dtype.to_native_dtype() if hasattr(dtype, "to_native_dtype") else np.dtype(dtype)
+
+
+@dataclass(frozen=True)
+class InrSerializer(ArrayBytesCodec):
+    """Base adapter: wraps one numcodecs :class:`InrCodec` (``codec_cls``) for Zarr v3."""
+
+    codec_cls: ClassVar[type[InrCodec]]
+    is_fixed_size = False
+    codec: InrCodec
+
+    def __init__(self, ratio=None, **config):
+        object.__setattr__(self, "codec", self.codec_cls(ratio, **config))
+
+    @property
+    def configuration(self) -> dict:
+        cfg = self.codec.get_config()
+        cfg.pop("id")
+        return cfg
+
+    def __hash__(self):
+        return hash((type(self), json.dumps(self.configuration, sort_keys=True)))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.codec!r})"
+
+    @classmethod
+    def from_dict(cls, data):
+        _, cfg = parse_named_configuration(data, cls.codec_cls.codec_id)
+        return cls(**(cfg or {}))
+
+    def to_dict(self):
+        return {"name": self.codec_cls.codec_id, "configuration": self.configuration}
+
+    def validate(self, *, shape, dtype, chunk_grid) -> None:
+        if isinstance(chunk_grid, RegularChunkGrid):
+            self.codec.check_chunk(chunk_grid.chunk_shape, _native(dtype))
+
+    def compute_encoded_size(self, input_byte_length, chunk_spec):
+        raise NotImplementedError
+
+    def _encode_sync(self, chunk_array, chunk_spec):
+        out = self.codec.encode(chunk_array.as_numpy_array())
+        return chunk_spec.prototype.buffer.from_bytes(out)
+
+    def _decode_sync(self, chunk_bytes, chunk_spec):
+        arr = decode(chunk_bytes.as_numpy_array())
+        want = _native(chunk_spec.dtype)
+        if arr.shape != tuple(chunk_spec.shape) or arr.dtype.kind + str(arr.dtype.itemsize) != (
+                want.kind + str(want.itemsize)):
+            raise PayloadError(
+                f"payload holds a {arr.shape} {arr.dtype} chunk but the array expects "
+                f"{tuple(chunk_spec.shape)} {want}")
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(arr.astype(want, copy=False))
+
+    async def _encode_single(self, chunk_array, chunk_spec):
+        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
+
+    async def _decode_single(self, chunk_bytes, chunk_spec):
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+
+@dataclass(frozen=True, init=False, repr=False, eq=True)
+class SIRENSerializer(InrSerializer):
+    """Zarr v3 serializer for :class:`inr_codecs.SIRENCodec` (same parameters)."""
+
+    codec_cls: ClassVar[type[InrCodec]] = SIRENCodec
+
+    def __hash__(self):  # dataclass(eq=True) would drop the inherited one
+        return InrSerializer.__hash__(self)
+
+
+for _cls in (SIRENSerializer,):
+    register_codec(_cls.codec_cls.codec_id, _cls)

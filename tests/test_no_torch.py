@@ -1,0 +1,44 @@
+"""Reading needs numpy only: importing inr_codecs and decoding every kind of chunk never imports torch."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import zarr
+from conftest import DATA, fast_codec, smooth_volume
+
+from inr_codecs.zarr3 import SIRENSerializer
+
+
+def test_decode_without_torch(tmp_path):
+    x = smooth_volume((16, 32, 32), "int16")
+    v2 = zarr.create(shape=x.shape, chunks=(16, 16, 16), dtype=x.dtype, zarr_format=2,
+                     compressor=fast_codec(ratio=8), store=str(tmp_path / "v2.zarr"))
+    v2[:] = x
+    v2[:, :, :16] = 5   # constant chunks too
+    v3 = zarr.create_array(str(tmp_path / "v3.zarr"), shape=x.shape, chunks=(16, 16, 16), dtype=x.dtype,
+                           serializer=SIRENSerializer(ratio=8, steps=12, bits=8, device="cpu"),
+                           compressors=None)
+    v3[:] = x
+    np.save(tmp_path / "v2.npy", v2[:])
+    np.save(tmp_path / "v3.npy", v3[:])
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None          # any 'import torch' now raises ImportError
+        import numpy as np, zarr
+        import inr_codecs
+        for name in ("v2", "v3"):
+            got = zarr.open_array({str(tmp_path)!r} + f"/{{name}}.zarr", mode="r")[:]
+            assert np.array_equal(got, np.load({str(tmp_path)!r} + f"/{{name}}.npy")), name
+        inr_codecs.decode(open({str(DATA / 'golden_v1_siren.bin')!r}, "rb").read())
+        try:
+            inr_codecs.SIRENCodec(ratio=8).encode(np.random.rand(16, 16, 16))
+        except ImportError as e:
+            assert "needs PyTorch" in str(e), e
+        else:
+            raise AssertionError("encoding without torch should fail clearly")
+        print("decoded without torch")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "decoded without torch" in out.stdout

@@ -1,0 +1,79 @@
+"""Payload framing: header round trips, corruption and truncation always raise PayloadError."""
+import numpy as np
+import pytest
+from conftest import DATA, fast_codec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inr_codecs import PayloadError, decode, payload
+
+DTYPES = [np.dtype(o + k) for k in payload.SUPPORTED_DTYPES for o in "<>" if k[1] != "1"] + [
+    np.dtype("u1"), np.dtype("i1")]
+
+
+@given(method=st.sampled_from(sorted(payload.METHOD_NAMES)), dtype=st.sampled_from(DTYPES),
+       order=st.sampled_from("CF"), shape=st.lists(st.integers(1, 2**31), min_size=1, max_size=8),
+       body=st.binary(max_size=200))
+def test_header_round_trip(method, dtype, order, shape, body):
+    h = payload.Header(method, dtype, order, tuple(shape))
+    h2, body2 = payload.unpack(payload.pack(h, body))
+    assert h2 == h and bytes(body2) == body
+
+
+@pytest.fixture(scope="module")
+def siren_payload():
+    x = np.linspace(0, 1, 8 * 16 * 16, dtype=np.float32).reshape(8, 16, 16) ** 2
+    return fast_codec(ratio=4).encode(x)
+
+
+def test_decodes(siren_payload):
+    assert decode(siren_payload).shape == (8, 16, 16)
+
+
+@given(data=st.data())
+def test_any_corruption_is_detected(siren_payload, data):
+    buf = bytearray(siren_payload)
+    positions = data.draw(st.lists(st.integers(0, len(buf) - 1), min_size=1, max_size=4, unique=True))
+    for p in positions:
+        buf[p] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(PayloadError):
+        decode(bytes(buf))
+
+
+@given(cut=st.integers(0, 10**6))
+def test_any_truncation_is_detected(siren_payload, cut):
+    n = cut % len(siren_payload)
+    with pytest.raises(PayloadError):
+        decode(siren_payload[:n])
+
+
+@given(extra=st.binary(min_size=1, max_size=16))
+def test_trailing_bytes_are_detected(siren_payload, extra):
+    with pytest.raises(PayloadError):
+        decode(siren_payload + extra)
+
+
+def test_clear_messages(siren_payload):
+    with pytest.raises(PayloadError, match="not an inr-codecs payload"):
+        decode(b"XXXX" + siren_payload[4:])
+    bumped = bytearray(siren_payload)
+    bumped[4] = 9
+    with pytest.raises(PayloadError, match="version 9"):
+        decode(bytes(bumped))
+    with pytest.raises(PayloadError, match="checksum"):
+        decode(siren_payload[:-5] + bytes([siren_payload[-5] ^ 1]) + siren_payload[-4:])
+    with pytest.raises(PayloadError, match="too short"):
+        decode(b"INRC")
+
+
+def test_golden_payload():
+    """Payloads written by format v1 keep decoding to the same values."""
+    got = decode((DATA / "golden_v1_siren.bin").read_bytes())
+    want = np.load(DATA / "golden_v1_siren_decoded.npy")
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_unsupported_dtype_is_named():
+    with pytest.raises(TypeError, match="complex128"):
+        fast_codec().encode(np.zeros((4, 4), complex))

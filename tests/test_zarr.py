@@ -1,0 +1,149 @@
+"""Zarr v2 and v3 integration: round trips, sharding, config, entry points, partial reads, threads."""
+import json
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import zarr
+from conftest import fast_codec, smooth_volume
+
+import inr_codecs
+from inr_codecs import BudgetError, SIRENCodec, codec as codec_mod
+from inr_codecs.metrics import psnr
+from inr_codecs.zarr3 import SIRENSerializer
+
+SHAPE, CHUNKS = (20, 40, 36), (16, 32, 32)   # edge chunks on every axis
+
+
+@pytest.fixture(scope="module")
+def volume():
+    return smooth_volume(SHAPE, "uint16")
+
+
+def _check(z, x):
+    y = z[:]
+    assert y.dtype == x.dtype and y.shape == x.shape
+    assert psnr(x, y) > psnr(x, np.full_like(x, x.mean())) + 3
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_v2_compressor(tmp_path, volume, order):
+    z = zarr.create(shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, order=order, zarr_format=2,
+                    compressor=fast_codec(ratio=8, steps=60), store=str(tmp_path / "a.zarr"))
+    z[:] = volume
+    _check(zarr.open_array(str(tmp_path / "a.zarr"), mode="r"), volume)
+
+
+def test_v3_serializer_and_sharding(tmp_path, volume):
+    for name, kw in [("plain", {}), ("sharded", {"shards": (16, 64, 64)})]:
+        path = str(tmp_path / f"{name}.zarr")
+        z = zarr.create_array(path, shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype,
+                              serializer=SIRENSerializer(ratio=8, steps=60, bits=8, device="cpu"),
+                              compressors=None, **kw)
+        z[:] = volume
+        _check(zarr.open_array(path, mode="r"), volume)
+
+
+def test_v3_validate_refuses_at_creation(tmp_path):
+    with pytest.raises(BudgetError, match="ratio 512"):
+        zarr.create_array(str(tmp_path / "x.zarr"), shape=(64, 64), chunks=(16, 16), dtype="uint16",
+                          serializer=SIRENSerializer(ratio=512), compressors=None)
+    assert not (tmp_path / "x.zarr" / "zarr.json").exists()
+    with pytest.raises(TypeError, match="complex"):
+        zarr.create_array(str(tmp_path / "y.zarr"), shape=(64, 64), chunks=(64, 64), dtype="complex64",
+                          serializer=SIRENSerializer(ratio=4), compressors=None)
+
+
+def test_v2_refuses_at_encode_and_keeps_written_data(tmp_path, volume):
+    path = str(tmp_path / "a.zarr")
+    z = zarr.create(shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, zarr_format=2,
+                    compressor=fast_codec(ratio=8, steps=60), store=path)
+    z[:16, :32, :32] = volume[:16, :32, :32]
+    before = z[:16, :32, :32]
+    bad = np.zeros_like(volume[:16, :32, :32]).astype(np.float32)
+    zf = zarr.create(shape=SHAPE, chunks=CHUNKS, dtype="float32", zarr_format=2,
+                     compressor=fast_codec(ratio=8, steps=60), store=str(tmp_path / "f.zarr"))
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        zf[:16, :32, :32] = bad
+    assert np.array_equal(zarr.open_array(path)[:16, :32, :32], before)
+
+
+def test_json_config_round_trip():
+    v3 = SIRENSerializer(ratio=48, depth=5, bits=7, steps=99)
+    d = json.loads(json.dumps(v3.to_dict()))
+    assert d["name"] == "inr_codecs.siren"
+    assert SIRENSerializer.from_dict(d) == v3 and hash(SIRENSerializer.from_dict(d)) == hash(v3)
+    v2 = SIRENCodec(ratio=48, depth=5, bits=7, steps=99)
+    from numcodecs import get_codec
+    assert get_codec(json.loads(json.dumps(v2.get_config()))) == v2
+    assert d["configuration"] == {k: v for k, v in v2.get_config().items() if k != "id"}
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_fresh_process_reads_via_entry_points(tmp_path, volume, fmt):
+    path = str(tmp_path / "a.zarr")
+    if fmt == 2:
+        z = zarr.create(shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, zarr_format=2,
+                        compressor=fast_codec(ratio=8, steps=60), store=path)
+    else:
+        z = zarr.create_array(path, shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, compressors=None,
+                              serializer=SIRENSerializer(ratio=8, steps=60, bits=8, device="cpu"))
+    z[:] = volume
+    expected = z[:]
+    np.save(tmp_path / "expected.npy", expected)
+    code = textwrap.dedent(f"""
+        import sys, numpy as np, zarr, dask.array as da
+        x = zarr.open_array({path!r}, mode="r")[:]
+        assert np.array_equal(x, np.load({str(tmp_path / 'expected.npy')!r}))
+        assert np.array_equal(da.from_zarr({path!r}).compute(scheduler="processes"), x)
+        print("ok", "torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ok", "False"]
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_slices_decode_only_touched_chunks(tmp_path, volume, monkeypatch, fmt):
+    import dask.array as da
+    path = str(tmp_path / "a.zarr")
+    if fmt == 2:
+        z = zarr.create(shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, zarr_format=2,
+                        compressor=fast_codec(ratio=8, steps=60), store=path)
+    else:
+        z = zarr.create_array(path, shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, compressors=None,
+                              serializer=SIRENSerializer(ratio=8, steps=60, bits=8, device="cpu"))
+    z[:] = volume
+    calls = []
+    real = codec_mod.decode
+
+    def counting(buf):
+        calls.append(1)
+        return real(buf)
+    monkeypatch.setattr(codec_mod, "decode", counting)
+    monkeypatch.setattr(inr_codecs.zarr3, "decode", counting)
+    r = zarr.open_array(path, mode="r")
+    r[2:5, 3:9, 1]                      # one chunk
+    assert len(calls) == 1
+    calls.clear()
+    da.from_zarr(path)[10:14, 30:34, 0].compute(scheduler="threads")   # 2 chunks of 8
+    assert len(calls) == 2
+    calls.clear()
+    r[:]
+    assert len(calls) == 8
+
+
+def test_concurrent_use_of_one_instance_matches_sequential():
+    codec = fast_codec(ratio=8, steps=15)
+    chunks = [smooth_volume((8, 24, 24), "uint16", seed=s) for s in range(4)]
+    sequential = [codec.encode(c) for c in chunks]
+    with ThreadPoolExecutor(4) as ex:
+        parallel = list(ex.map(codec.encode, chunks))
+        decoded = list(ex.map(codec.decode, parallel))
+    assert parallel == sequential
+    for p, d in zip(sequential, decoded):
+        assert np.array_equal(codec.decode(p), d)
