@@ -16,13 +16,27 @@ from typing import ClassVar
 
 import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
-from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
 
 from .codec import InrCodec, decode
 from .payload import PayloadError
 from .siren import SIRENCodec
+
+
+def _smallest_chunk(chunk_grid) -> tuple[int, ...] | None:
+    """The smallest chunk a grid declares: regular grids (zarr 3.1 objects, 3.4 metadata) have
+    ``chunk_shape``; rectilinear ones (zarr >= 3.4) ``chunk_shapes`` per axis."""
+    try:
+        shape = getattr(chunk_grid, "chunk_shape", None)
+    except ValueError:      # zarr 3.4's ChunkGrid raises for irregular grids
+        shape = None
+    if shape is not None:
+        return tuple(int(c) for c in shape)
+    per_axis = getattr(chunk_grid, "chunk_shapes", None)
+    if per_axis is None:
+        return None
+    return tuple(int(a) if isinstance(a, int) else int(min(a)) for a in per_axis)
 
 
 def _native(dtype) -> np.dtype:
@@ -61,8 +75,9 @@ class InrSerializer(ArrayBytesCodec):
         return {"name": self.codec_cls.codec_id, "configuration": self.configuration}
 
     def validate(self, *, shape, dtype, chunk_grid) -> None:
-        if isinstance(chunk_grid, RegularChunkGrid):
-            self.codec.check_chunk(chunk_grid.chunk_shape, _native(dtype))
+        chunk = _smallest_chunk(chunk_grid)
+        if chunk is not None:
+            self.codec.check_chunk(chunk, _native(dtype))
 
     def compute_encoded_size(self, input_byte_length, chunk_spec):
         raise NotImplementedError

@@ -124,13 +124,14 @@ def test_config_round_trip_and_validation():
 
 
 def test_quality_floor_on_real_confocal_crop(nuclei_crop):
-    """16x64x64 real nuclei at 16x, 300 CPU steps.
+    """16x64x64 real nuclei at 16x, 300 CPU steps (auto bits).
 
-    Measured 31.0 dB (auto bits; 2 CPU cores, ~20 s). A mean predictor gets 10.8 dB and
-    downsampling by 2x2x2 + trilinear upsampling (8x) gets ~30 dB on this crop, so the floor of
-    29 dB requires a real fit, with margin for BLAS and platform differences.
+    Measured 29.7 dB (2 CPU cores). On this crop a mean predictor gets 16.5 dB and
+    downsampling to the same 16x (2x4x2 block means, trilinear back) 26.5 dB; 8x downsampling
+    28.6 dB. The 28 dB floor needs a fit that beats equal-rate downsampling, with 1.7 dB of
+    margin for BLAS and platform differences.
     """
     codec = SIRENCodec(ratio=16, steps=300, device="cpu")
     p = codec.encode(nuclei_crop)
     assert len(p) <= nuclei_crop.nbytes // 16
-    assert psnr(nuclei_crop, codec.decode(p)) > 29.0
+    assert psnr(nuclei_crop, codec.decode(p)) > 28.0
