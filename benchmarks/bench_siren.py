@@ -20,6 +20,7 @@ import time
 import numpy as np
 import zarr
 
+from inr_codecs import BudgetError
 from inr_codecs.datasets import load
 from inr_codecs.metrics import psnr
 from inr_codecs.zarr3 import SIRENSerializer
@@ -73,9 +74,11 @@ def main(argv=None):
             variants = [{}] + ([{"encoding": "float16"}] if a.float16 else [])
             for extra in variants:
                 r = {"volume": name, "shape": list(vol.shape), "dtype": str(vol.dtype),
-                     **run_one(vol, tuple(a.chunks), ratio, steps=a.steps, **extra)}
-                if not extra:
-                    r.setdefault("encoding", "quantised")
+                     "encoding": "quantised", **extra}
+                try:
+                    r.update(run_one(vol, tuple(a.chunks), ratio, steps=a.steps, **extra))
+                except BudgetError as e:   # this ratio is out of reach for this variant
+                    r.update(ratio_requested=ratio, skipped=str(e))
                 results["runs"].append(r)
                 print(json.dumps(r), flush=True)
                 os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)

@@ -23,6 +23,18 @@ def volume():
     return smooth_volume(SHAPE, "uint16")
 
 
+def _write(path, volume, fmt):
+    """Write ``volume`` with the SIREN codec as Zarr v2 (compressor) or v3 (serializer)."""
+    if fmt == 2:
+        z = zarr.create(shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, zarr_format=2,
+                        compressor=fast_codec(ratio=8, steps=60), store=path)
+    else:
+        z = zarr.create_array(path, shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, compressors=None,
+                              serializer=SIRENSerializer(ratio=8, steps=60, bits=8, device="cpu"))
+    z[:] = volume
+    return z
+
+
 def _check(z, x):
     y = z[:]
     assert y.dtype == x.dtype and y.shape == x.shape
@@ -70,6 +82,10 @@ def test_v2_refuses_at_encode_and_keeps_written_data(tmp_path, volume):
     with pytest.raises(ValueError, match="NaN"):
         zf[:16, :32, :32] = bad
     assert np.array_equal(zarr.open_array(path)[:16, :32, :32], before)
+    zb = zarr.create(shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, zarr_format=2,
+                     compressor=fast_codec(ratio=2048), store=str(tmp_path / "b.zarr"))
+    with pytest.raises(BudgetError, match="ratio 2048"):
+        zb[:16, :32, :32] = volume[:16, :32, :32]
 
 
 def test_json_config_round_trip():
@@ -86,13 +102,7 @@ def test_json_config_round_trip():
 @pytest.mark.parametrize("fmt", [2, 3])
 def test_fresh_process_reads_via_entry_points(tmp_path, volume, fmt):
     path = str(tmp_path / "a.zarr")
-    if fmt == 2:
-        z = zarr.create(shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, zarr_format=2,
-                        compressor=fast_codec(ratio=8, steps=60), store=path)
-    else:
-        z = zarr.create_array(path, shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, compressors=None,
-                              serializer=SIRENSerializer(ratio=8, steps=60, bits=8, device="cpu"))
-    z[:] = volume
+    z = _write(path, volume, fmt)
     expected = z[:]
     np.save(tmp_path / "expected.npy", expected)
     code = textwrap.dedent(f"""
@@ -111,13 +121,7 @@ def test_fresh_process_reads_via_entry_points(tmp_path, volume, fmt):
 def test_slices_decode_only_touched_chunks(tmp_path, volume, monkeypatch, fmt):
     import dask.array as da
     path = str(tmp_path / "a.zarr")
-    if fmt == 2:
-        z = zarr.create(shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, zarr_format=2,
-                        compressor=fast_codec(ratio=8, steps=60), store=path)
-    else:
-        z = zarr.create_array(path, shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, compressors=None,
-                              serializer=SIRENSerializer(ratio=8, steps=60, bits=8, device="cpu"))
-    z[:] = volume
+    z = _write(path, volume, fmt)
     calls = []
     real = codec_mod.decode
 
