@@ -113,7 +113,7 @@ class SIRENCodec(InrCodec):
             quant.levels(int(bits))
         if width is not None and not MIN_WIDTH <= int(width) <= 65535:
             raise ValueError(f"width must be in {MIN_WIDTH}..65535, not {width}")
-        self.depth, self.w0 = int(depth), float(w0)
+        self.depth, self.w0 = int(depth), float(np.float32(w0))  # stored as f32 in payloads
         self.width = None if width is None else int(width)
         self.bits = None if bits is None else int(bits)
         self.encoding = encoding
