@@ -1,0 +1,44 @@
+"""Decode throughput of SIRENCodec payloads on this machine (numpy only), written as JSON.
+
+    python benchmarks/decode_speed.py --out benchmarks/results/decode_speed_cpu.json
+
+Encodes one real 64^3 uint16 chunk of the nuclei volume per ratio (few steps: decode cost depends
+on the network's size, not on how well it was trained), then times ``inr_codecs.decode`` (best of 5).
+"""
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from inr_codecs import SIRENCodec, decode, payload
+from inr_codecs.datasets import load
+from inr_codecs.siren import read_body_fixed
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--ratios", nargs="+", type=float, default=[64, 256, 1024])
+ap.add_argument("--out", default="benchmarks/results/decode_speed_cpu.json")
+a = ap.parse_args()
+chunk = np.ascontiguousarray(load("nuclei")[:64, 64:128, 64:128])
+chunk = np.pad(chunk, ((0, 64 - chunk.shape[0]), (0, 0), (0, 0)), mode="edge")
+runs = []
+for r in a.ratios:
+    p = SIRENCodec(ratio=r, steps=20, device="cpu").encode(chunk)
+    width = read_body_fixed(payload.Reader(payload.unpack(p)[1]))[4]
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        decode(p)
+        times.append(time.perf_counter() - t)
+    best = min(times)
+    runs.append({"ratio": r, "chunk": list(chunk.shape), "dtype": str(chunk.dtype), "width": width,
+                 "payload_bytes": len(p), "decode_s": round(best, 4),
+                 "decode_MBps": round(chunk.nbytes / 1e6 / best, 2),
+                 "decode_Mvoxel_per_s": round(chunk.size / 1e6 / best, 2)})
+    print(json.dumps(runs[-1]), flush=True)
+res = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                   "cpus": os.cpu_count(), "numpy": np.__version__}, "runs": runs}
+with open(a.out, "w") as f:
+    json.dump(res, f, indent=1)
