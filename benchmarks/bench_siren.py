@@ -75,8 +75,9 @@ def main(argv=None):
         for ratio in a.ratios:
             variants = [{"bits": a.bits} if a.bits else {}] + ([{"encoding": "float16"}] if a.float16 else [])
             for extra in variants:
+                codec = SIRENSerializer(ratio=ratio, steps=a.steps, **extra).codec
                 r = {"volume": name, "shape": list(vol.shape), "dtype": str(vol.dtype),
-                     "encoding": "quantised", **extra}
+                     "encoding": codec.encoding, "bits": codec.bits, **extra}
                 try:
                     r.update(run_one(vol, tuple(a.chunks), ratio, steps=a.steps, **extra))
                 except BudgetError as e:   # out of reach at these bits: say so, try 6 bits
@@ -85,7 +86,7 @@ def main(argv=None):
                         results["runs"].append(r)
                         print(json.dumps(r), flush=True)
                         r = {k: v for k, v in r.items() if k != "skipped"}
-                        r.update(bits=6, **run_one(vol, tuple(a.chunks), ratio, steps=a.steps, **{**extra, "bits": 6}))
+                        r.update(run_one(vol, tuple(a.chunks), ratio, steps=a.steps, **{**extra, "bits": 6}))
                 results["runs"].append(r)
                 print(json.dumps(r), flush=True)
                 os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)

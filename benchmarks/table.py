@@ -1,29 +1,28 @@
-"""Print benchmark JSON results as a Markdown table.
+"""Print benchmark JSON results as a Markdown table, one row per run, labelled by file.
 
     python benchmarks/table.py benchmarks/results/siren_cpu_*.json
 """
 import json
+import os
 import sys
 
 
-def rows(paths):
+def main(paths):
+    print("| results file | volume | ratio asked | weights | bits | ratio achieved | PSNR dB | SSIM | max abs err "
+          "| encode MB/s | decode MB/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for p in paths:
         with open(p) as f:
-            res = json.load(f)
-        for r in res["runs"]:
-            yield r
-
-
-def main(paths):
-    print("| volume | ratio asked | weights | ratio achieved | PSNR dB | SSIM | max abs err | encode MB/s | decode MB/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows(paths):
-        if "skipped" in r:
-            print(f"| {r['volume']} | {r['ratio_requested']:g} | {r['encoding']} | cannot reach | | | | | |")
-            continue
-        print(f"| {r['volume']} | {r['ratio_requested']:g} | {r['encoding']} | {r['ratio_achieved']} | "
-              f"{r['psnr_db']:.2f} | {r['ssim']:.3f} | {r['max_abs_error']:.0f} | {r['encode_MBps']:.3f} | "
-              f"{r['decode_MBps']:.2f} |")
+            runs = json.load(f)["runs"]
+        name = os.path.splitext(os.path.basename(p))[0]
+        for r in runs:
+            bits = "-" if r["encoding"] == "float16" else r.get("bits", "default")
+            head = f"| {name} | {r['volume']} | {r['ratio_requested']:g} | {r['encoding']} | {bits} |"
+            if "skipped" in r:
+                print(head + " refused | | | | | |")
+                continue
+            print(head + f" {r['ratio_achieved']} | {r['psnr_db']:.2f} | {r['ssim']:.3f} | "
+                  f"{r['max_abs_error']:.0f} | {r['encode_MBps']:.3f} | {r['decode_MBps']:.2f} |")
 
 
 if __name__ == "__main__":

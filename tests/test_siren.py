@@ -126,10 +126,10 @@ def test_config_round_trip_and_validation():
 def test_quality_floor_on_real_confocal_crop(nuclei_crop):
     """16x64x64 real nuclei at 16x, 300 CPU steps, default 8 bits.
 
-    Measured 29.3 dB (2 CPU cores; 29.7 dB with bits=None). On this crop a mean predictor gets 16.5 dB and
-    downsampling to the same 16x (2x4x2 block means, trilinear back) 26.5 dB; 8x downsampling
-    28.6 dB. The 28 dB floor needs a fit that beats equal-rate downsampling, with 1.3 dB of
-    margin for BLAS and platform differences.
+    Measured 29.3 dB on 2 CPU cores (29.7 dB with bits=None). On this crop a mean predictor
+    gets 16.5 dB and downsampling to the same 16x (2x4x2 block means, trilinear back) 26.5 dB;
+    8x downsampling 28.6 dB. The 28 dB floor needs a fit that beats equal-rate downsampling,
+    with 1.3 dB of margin for BLAS and platform differences.
     """
     codec = SIRENCodec(ratio=16, steps=300, device="cpu")
     p = codec.encode(nuclei_crop)
