@@ -7,6 +7,12 @@ from .codec import BudgetError, decode
 from .payload import PayloadError
 from .siren import SIRENCodec
 
+# Entry points find the codecs in a fresh process; registering on import also covers
+# environments where the package is on sys.path without its metadata.
+from numcodecs.registry import register_codec as _register  # noqa: E402
+
+_register(SIRENCodec)
+
 __version__ = "0.1.0"
 __all__ = ["SIRENCodec", "SIRENSerializer", "decode", "BudgetError", "PayloadError", "__version__"]
 

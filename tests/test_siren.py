@@ -135,3 +135,26 @@ def test_quality_floor_on_real_confocal_crop(nuclei_crop):
     p = codec.encode(nuclei_crop)
     assert len(p) <= nuclei_crop.nbytes // 16
     assert psnr(nuclei_crop, codec.decode(p)) > 28.0
+
+
+def _cuda():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_cuda(), reason="checks the refusal on machines without CUDA")
+def test_cuda_requested_without_cuda_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        fast_codec(device="cuda").encode(smooth_volume((8, 24, 24), "uint16"))
+
+
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_cuda_fit_decodes_on_numpy():
+    x = smooth_volume((16, 32, 32), "uint16")
+    p = fast_codec(ratio=8, steps=200, device="cuda").encode(x)
+    y = decode(p)
+    assert len(p) <= x.nbytes // 8
+    assert psnr(x, y) > psnr(x, np.full_like(x, x.mean())) + 3
