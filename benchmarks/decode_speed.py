@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from inr_codecs import BudgetError, SIRENCodec, decode, payload
+from inr_codecs import BudgetError, SIRENCodec, decode
 from inr_codecs.datasets import load
-from inr_codecs.siren import read_body_fixed
+from inr_codecs.siren import describe
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--ratios", nargs="+", type=float, default=[64, 256, 1024])
@@ -29,7 +29,7 @@ for r in a.ratios:
         p = SIRENCodec(ratio=r, steps=20, device="cpu").encode(chunk)
     except BudgetError:   # 8 bits do not fit a useful network at this ratio: 6 do
         p = SIRENCodec(ratio=r, steps=20, device="cpu", bits=6).encode(chunk)
-    *_, width, _, bits = read_body_fixed(payload.Reader(payload.unpack(p)[1]))
+    width, bits = describe(p).width, describe(p).bits
     times = []
     for _ in range(5):
         t = time.perf_counter()

@@ -5,13 +5,11 @@
 """
 import argparse
 import tempfile
-import time
 
 import numpy as np
-import zarr
 
 from inr_codecs.datasets import load
-from inr_codecs.metrics import psnr
+from inr_codecs.metrics import psnr, round_trip
 from inr_codecs.zarr3 import SIRENSerializer
 
 ap = argparse.ArgumentParser()
@@ -24,17 +22,8 @@ a = ap.parse_args()
 vol = load(a.volume)
 print(f"{a.volume}: {vol.shape} {vol.dtype}, {vol.nbytes / 1e6:.1f} MB, chunks {tuple(a.chunks)}")
 with tempfile.TemporaryDirectory() as tmp:
-    path = f"{tmp}/{a.volume}.zarr"
-    z = zarr.create_array(path, shape=vol.shape, chunks=tuple(a.chunks), dtype=vol.dtype,
-                          serializer=SIRENSerializer(ratio=a.ratio, steps=a.steps), compressors=None)
-    t = time.perf_counter()
-    z[:] = vol
-    t_enc = time.perf_counter() - t
-    stored = sum(p.stat().st_size for p in __import__("pathlib").Path(path).rglob("*")
-                 if p.is_file() and p.name != "zarr.json")
-    t = time.perf_counter()
-    out = zarr.open_array(path, mode="r")[:]
-    t_dec = time.perf_counter() - t
+    out, t_enc, t_dec, stored = round_trip(vol, f"{tmp}/{a.volume}.zarr", a.chunks,
+                                           SIRENSerializer(ratio=a.ratio, steps=a.steps))
 print(f"ratio    {vol.nbytes / stored:.1f}x  (asked {a.ratio:g}x per chunk; {stored} bytes stored)")
 print(f"PSNR     {psnr(vol, out):.2f} dB  (peak = max - min = {int(vol.max()) - int(vol.min())})")
 print(f"encode   {t_enc:.1f} s  ({vol.nbytes / 1e6 / t_enc:.3f} MB/s)")

@@ -3,14 +3,14 @@
 ``import inr_codecs`` and decoding need numpy (and the entropy coder) only; torch is imported
 when a chunk is compressed.
 """
+from numcodecs.registry import register_codec as _register
+
 from .codec import BudgetError, decode
 from .payload import PayloadError
 from .siren import SIRENCodec
 
 # Entry points find the codecs in a fresh process; registering on import also covers
 # environments where the package is on sys.path without its metadata.
-from numcodecs.registry import register_codec as _register  # noqa: E402
-
 _register(SIRENCodec)
 
 __version__ = "0.1.0"

@@ -17,11 +17,10 @@ import numpy as np
 
 from . import payload
 from .codec import BudgetError
-from .metrics import psnr
+from .metrics import psnr_from, stored_chunk_bytes
 from .payload import PayloadError
 
-CODECS = {"siren": "SIRENCodec"}
-_METADATA_FILES = {".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json"}
+CODECS = ("siren",)   # names of inr_codecs.zarr3.SERIALIZERS, listed here so --help needs no zarr
 
 
 def read_source(path: str):
@@ -49,18 +48,6 @@ def chunk_regions(shape, chunks):
         yield tuple(slice(a, min(a + c, s)) for a, c, s in zip(start, chunks, shape))
 
 
-def stored_chunk_bytes(path: str) -> tuple[int, list[str]]:
-    """Bytes and relative paths of every chunk (or shard) file of a local Zarr array."""
-    total, files = 0, []
-    for root, _, names in os.walk(path):
-        for n in names:
-            if n not in _METADATA_FILES:
-                f = os.path.join(root, n)
-                total += os.path.getsize(f)
-                files.append(os.path.relpath(f, path))
-    return total, sorted(files)
-
-
 def _parse_ints(text):
     return tuple(int(v) for v in text.split(",")) if text else None
 
@@ -74,14 +61,13 @@ def _progress(total, desc):
 
 
 def make_codec(name: str, ratio: float, zarr_format: int, **options):
-    from . import siren
+    """The named codec for a Zarr format: numcodecs codec (v2) or serializer (v3)."""
+    from .zarr3 import SERIALIZERS
+    if name not in SERIALIZERS:
+        raise ValueError(f"unknown codec {name!r}; available: {', '.join(SERIALIZERS)}")
     opts = {k: v for k, v in options.items() if v is not None}
-    if name not in CODECS:
-        raise ValueError(f"unknown codec {name!r}; available: {', '.join(CODECS)}")
-    if zarr_format == 2:
-        return getattr(siren, CODECS[name])(ratio, **opts)
-    from . import zarr3
-    return getattr(zarr3, CODECS[name].replace("Codec", "Serializer"))(ratio, **opts)
+    cls = SERIALIZERS[name]
+    return cls.codec_cls(ratio, **opts) if zarr_format == 2 else cls(ratio, **opts)
 
 
 def cmd_compress(a) -> int:
@@ -124,14 +110,12 @@ def cmd_compress(a) -> int:
                "ratio_achieved": round(raw / max(stored, 1), 2), "seconds": round(seconds, 2),
                "MB_per_s": round(raw / 1e6 / seconds, 4)}
     if not a.no_verify:
-        err, peak = 0.0, []
-        lo, hi = np.inf, -np.inf
+        sq_err, lo, hi = 0.0, np.inf, -np.inf
         for region in chunk_regions(shape, write_grid):
             x = np.asarray(src[region], np.float64)
-            err += float(np.sum((x - z[region]) ** 2))
+            sq_err += float(np.sum((x - z[region]) ** 2))
             lo, hi = min(lo, x.min()), max(hi, x.max())
-        mse = err / np.prod(shape)
-        summary["psnr_db"] = round(float(10 * np.log10((hi - lo) ** 2 / mse)), 3) if mse > 0 else float("inf")
+        summary["psnr_db"] = round(psnr_from(sq_err / np.prod(shape), hi - lo), 3)
     print(json.dumps(summary) if a.json else
           f"{a.target}: ratio {summary['ratio_achieved']}x (asked {a.ratio:g}x)"
           + (f", PSNR {summary['psnr_db']} dB" if "psnr_db" in summary else "")
@@ -167,9 +151,9 @@ def cmd_info(a) -> int:
         name = payload.METHOD_NAMES[header.method]
         methods[name] = methods.get(name, 0) + 1
         if name == "siren":
-            *_, width, _, b = read_body_fixed(payload.Reader(body))
-            widths[width] = widths.get(width, 0) + 1
-            bits[b] = bits.get(b, 0) + 1
+            fields = read_body_fixed(payload.Reader(body))
+            widths[fields.width] = widths.get(fields.width, 0) + 1
+            bits[fields.bits] = bits.get(fields.bits, 0) + 1
     raw_written = raw_written or int(np.prod(z.shape)) * z.dtype.itemsize
     out = {"path": a.path, "shape": list(z.shape), "dtype": str(z.dtype), "chunks": list(z.chunks),
            **_codec_config(z), "stored_files": len(files), "stored_bytes": stored,
@@ -216,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="compress a volume into a Zarr array")
     c.add_argument("source", help=".npy, .tif, .nii(.gz) or Zarr array")
     c.add_argument("target", help="Zarr array path to create")
-    c.add_argument("--codec", default="siren", choices=sorted(CODECS))
+    c.add_argument("--codec", default="siren", choices=CODECS)
     c.add_argument("--ratio", type=float, required=True, help="compression ratio (a ceiling per chunk)")
     c.add_argument("--chunks", help="chunk shape, e.g. 64,64,64 (default: 64 per axis)")
     c.add_argument("--shards", help="shard shape (Zarr v3), e.g. 128,128,128")

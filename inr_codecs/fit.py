@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .nn import grid_coords
-from .quant import levels
+from .quant import quantise_xp
 
 OPTIMIZERS = ("adam", "adamax")
 SCHEDULES = ("cosine", "constant")
@@ -65,11 +65,10 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _fake_quantise(torch, w, q_max):
-    """Straight-through uniform quantisation matching ``quant.quantise``."""
-    step = (w.detach().abs().amax() / q_max).clamp_min(1e-12)
-    wq = torch.clamp(torch.round(w / step), -q_max, q_max) * step
-    return w + (wq - w).detach()
+def _fake_quantise(w, bits):
+    """Straight-through quantisation: forward sees what the decoder will, gradients pass as is."""
+    q, step = quantise_xp(_torch(), w.detach(), bits)
+    return w + (q * step - w).detach()
 
 
 def fit(forward, params: list[np.ndarray], target: np.ndarray, shape: tuple[int, ...],
@@ -87,12 +86,12 @@ def fit(forward, params: list[np.ndarray], target: np.ndarray, shape: tuple[int,
     n = target.size
     full = n <= cfg.batch_size
     y_all = torch.from_numpy(np.ascontiguousarray(target, np.float32)).to(device)
-    x_all = torch.from_numpy(grid_coords(shape, np.arange(n))).to(device) if full or n <= 4 * 2**20 else None
+    # coordinates of every voxel, kept on the device unless the chunk is huge (then per batch)
+    x_all = torch.from_numpy(grid_coords(shape, np.arange(n))).to(device) if n <= max(cfg.batch_size, 2**22) else None
     ps = [torch.tensor(p, device=device, requires_grad=True) for p in params]
     opt_cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[cfg.optimizer]
     opt = opt_cls(ps, lr=cfg.lr)
     qat_from = steps - int(round(cfg.qat_fraction * steps)) if bits is not None else steps
-    q_max = levels(bits) if bits is not None else None
     for step in range(steps):
         if cfg.lr_schedule == "cosine":
             lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
@@ -102,14 +101,10 @@ def fit(forward, params: list[np.ndarray], target: np.ndarray, shape: tuple[int,
             x, y = x_all, y_all
         else:
             idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
-            if x_all is not None:
-                idx = idx.to(device)
-                x = x_all[idx]
-            else:
-                x = torch.from_numpy(grid_coords(shape, idx.numpy())).to(device)
-                idx = idx.to(device)
-            y = y_all[idx]
-        use = [_fake_quantise(torch, p, q_max) for p in ps] if step >= qat_from else ps
+            x = (x_all[idx.to(device)] if x_all is not None
+                 else torch.from_numpy(grid_coords(shape, idx.numpy())).to(device))
+            y = y_all[idx.to(device)]
+        use = [_fake_quantise(p, bits) for p in ps] if step >= qat_from else ps
         loss = torch.mean((forward(torch, use, x)[..., 0] - y) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -34,15 +34,26 @@ def levels(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
-def quantise(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.float32]:
-    """Uniform symmetric quantisation of one tensor: (integers, step)."""
+def quantise_xp(xp, w, bits: int):
+    """Symmetric uniform quantisation, written once for numpy (encode) and torch (QAT).
+
+    Returns (q, step): ``step = max|w| / Q`` and ``q = clip(round(w / step), -Q, Q)`` as floats
+    (round half to even in both libraries); an all-zero tensor gets step 0 and q = 0.
+    """
     q_max = levels(bits)
-    amax = float(np.max(np.abs(w))) if w.size else 0.0
-    step = np.float32(amax / q_max) if amax > 0 else np.float32(0.0)
-    if step == 0 or not np.isfinite(step):
+    step = xp.abs(w).max() / q_max
+    return xp.clip(xp.round(w / (step + (step == 0))), -q_max, q_max), step
+
+
+def quantise(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.float32]:
+    """Quantise one float32 tensor for storage: (int32 integers, float32 step)."""
+    w = np.asarray(w, np.float32)
+    if not np.all(np.isfinite(w)):
+        raise FloatingPointError("fitting diverged (non-finite weights); lower lr or change w0")
+    if w.size == 0:
         return np.zeros(w.shape, np.int32), np.float32(0.0)
-    q = np.clip(np.rint(w / step), -q_max, q_max).astype(np.int32)
-    return q, step
+    q, step = quantise_xp(np, w, bits)
+    return q.astype(np.int32), np.float32(step)
 
 
 def dequantise(q: np.ndarray, step) -> np.ndarray:
@@ -54,10 +65,9 @@ def fake_quantise(tensors, bits: int):
     return [dequantise(*quantise(t, bits)) for t in tensors]
 
 
-def _model_params(qs, sigmas):
-    means = np.zeros(sum(q.size for q in qs), np.float32)
-    stds = np.concatenate([np.full(q.size, s, np.float32) for q, s in zip(qs, sigmas)])
-    return means, stds
+def _stds(sizes, sigmas) -> np.ndarray:
+    """Per-symbol standard deviations of the entropy model: each tensor's sigma, repeated."""
+    return np.concatenate([np.full(n, g, np.float32) for n, g in zip(sizes, sigmas)])
 
 
 def encode_tensors(tensors: list[np.ndarray], encoding: int, bits: int) -> bytes:
@@ -67,15 +77,15 @@ def encode_tensors(tensors: list[np.ndarray], encoding: int, bits: int) -> bytes
     if encoding != QUANTISED:
         raise ValueError(f"unknown tensor encoding {encoding}")
     c = _coder()
-    qs, steps = zip(*(quantise(np.asarray(t, np.float32), bits) for t in tensors))
+    qs, steps = zip(*(quantise(t, bits) for t in tensors))
     sigmas = [np.float32(max(MIN_SIGMA, float(np.sqrt(np.mean(q.astype(np.float64) ** 2)))))
               for q in qs]
     side = b"".join(struct.pack("<ff", s, g) for s, g in zip(steps, sigmas))
     q_max = levels(bits)
     model = c.stream.model.QuantizedGaussian(-q_max, q_max)
     ans = c.stream.stack.AnsCoder()
-    means, stds = _model_params(qs, sigmas)
-    ans.encode_reverse(np.concatenate([q.ravel() for q in qs]).astype(np.int32), model, means, stds)
+    symbols = np.concatenate([q.ravel() for q in qs])
+    ans.encode_reverse(symbols, model, np.zeros(symbols.size, np.float32), _stds([q.size for q in qs], sigmas))
     words = ans.get_compressed().astype("<u4")
     return side + struct.pack("<I", words.size) + words.tobytes()
 
@@ -100,8 +110,7 @@ def decode_tensors(r: Reader, shapes: list[tuple[int, ...]], encoding: int, bits
     c = _coder()
     model = c.stream.model.QuantizedGaussian(-q_max, q_max)
     ans = c.stream.stack.AnsCoder(words)
-    stds = np.concatenate([np.full(n, g, np.float32) for n, g in zip(sizes, sigmas)])
-    q = ans.decode(model, np.zeros(sum(sizes), np.float32), stds)
+    q = ans.decode(model, np.zeros(sum(sizes), np.float32), _stds(sizes, sigmas))
     out, off = [], 0
     for n, s, step in zip(sizes, shapes, steps):
         out.append(dequantise(q[off:off + n], step).reshape(s))

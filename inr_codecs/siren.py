@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import struct
+from typing import NamedTuple
 
 import numpy as np
 
@@ -217,15 +218,35 @@ class SIRENCodec(InrCodec):
         return out
 
 
-def read_body_fixed(r):
-    """Parse the fixed part of a SIREN body: (lo, hi, w0, depth, width, encoding, bits)."""
+class Body(NamedTuple):
+    """Fixed fields of a SIREN body (see the module docstring)."""
+
+    lo: float
+    hi: float
+    w0: float
+    depth: int
+    width: int
+    encoding: int
+    bits: int
+
+
+def read_body_fixed(r) -> Body:
+    """Parse and check the fixed part of a SIREN body."""
     lo, hi = read_range(r)
     coords, w0, depth, width, enc, bits = r.take(_FIXED.format[1:])
     if coords != PIXEL_CENTRES:
         raise PayloadError(f"unknown coordinate convention {coords}")
     if not (depth >= 1 and width >= 1 and np.isfinite(w0)):
         raise PayloadError(f"bad SIREN architecture: depth {depth}, width {width}, w0 {w0}")
-    return lo, hi, w0, depth, width, enc, bits
+    return Body(lo, hi, w0, depth, width, enc, bits)
+
+
+def describe(data) -> Body:
+    """The fixed fields of a SIREN payload, without decoding its network."""
+    header, body = payload.unpack(data)
+    if header.method != payload.METHODS["siren"]:
+        raise ValueError(f"not a SIREN payload (method {payload.METHOD_NAMES[header.method]})")
+    return read_body_fixed(payload.Reader(body))
 
 
 def decode_body(header, r) -> np.ndarray:

@@ -103,15 +103,15 @@ class InrSerializer(ArrayBytesCodec):
         return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
 
 
-@dataclass(frozen=True, init=False, repr=False, eq=True)
+@dataclass(frozen=True, init=False, repr=False, eq=False)   # inherits __eq__ and __hash__
 class SIRENSerializer(InrSerializer):
     """Zarr v3 serializer for :class:`inr_codecs.SIRENCodec` (same parameters)."""
 
     codec_cls: ClassVar[type[InrCodec]] = SIRENCodec
 
-    def __hash__(self):  # dataclass(eq=True) would drop the inherited one
-        return InrSerializer.__hash__(self)
 
+#: Zarr v3 serializer of each codec, by the name the CLI and docs use.
+SERIALIZERS = {"siren": SIRENSerializer}
 
-for _cls in (SIRENSerializer,):
+for _cls in SERIALIZERS.values():
     register_codec(_cls.codec_cls.codec_id, _cls)

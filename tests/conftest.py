@@ -1,4 +1,3 @@
-import os
 import pathlib
 
 import numpy as np
@@ -25,6 +24,13 @@ def fast_codec(ratio=8, **kw):
     kw.setdefault("bits", 8)
     kw.setdefault("device", "cpu")
     return SIRENCodec(ratio, **kw)
+
+
+def fast_serializer(ratio=8, **kw):
+    """The Zarr v3 counterpart of :func:`fast_codec` (same configuration)."""
+    from inr_codecs.zarr3 import SIRENSerializer
+    cfg = fast_codec(ratio, **kw).get_config()
+    return SIRENSerializer(**{k: v for k, v in cfg.items() if k != "id"})
 
 
 def smooth_volume(shape, dtype, seed=0):

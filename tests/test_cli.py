@@ -93,6 +93,11 @@ def test_errors_are_clear_and_nothing_is_overwritten(tmp_path, vol, capsys):
     assert "--chunks" in capsys.readouterr().err
 
 
+def test_cli_lists_every_serializer():
+    from inr_codecs import cli, zarr3
+    assert tuple(zarr3.SERIALIZERS) == cli.CODECS
+
+
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "inr_codecs.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "compress" in out.stdout

@@ -5,9 +5,8 @@ import textwrap
 
 import numpy as np
 import zarr
-from conftest import DATA, fast_codec, smooth_volume
+from conftest import DATA, fast_codec, fast_serializer, smooth_volume
 
-from inr_codecs.zarr3 import SIRENSerializer
 
 
 def test_decode_without_torch(tmp_path):
@@ -17,7 +16,7 @@ def test_decode_without_torch(tmp_path):
     v2[:] = x
     v2[:, :, :16] = 5   # constant chunks too
     v3 = zarr.create_array(str(tmp_path / "v3.zarr"), shape=x.shape, chunks=(16, 16, 16), dtype=x.dtype,
-                           serializer=SIRENSerializer(ratio=8, steps=12, bits=8, device="cpu"),
+                           serializer=fast_serializer(ratio=8),
                            compressors=None)
     v3[:] = x
     np.save(tmp_path / "v2.npy", v2[:])

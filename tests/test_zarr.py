@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import zarr
-from conftest import fast_codec, smooth_volume
+from conftest import fast_codec, fast_serializer, smooth_volume
 
 import inr_codecs
 from inr_codecs import BudgetError, SIRENCodec, codec as codec_mod
@@ -30,7 +30,7 @@ def _write(path, volume, fmt):
                         compressor=fast_codec(ratio=8, steps=60), store=path)
     else:
         z = zarr.create_array(path, shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, compressors=None,
-                              serializer=SIRENSerializer(ratio=8, steps=60, bits=8, device="cpu"))
+                              serializer=fast_serializer(ratio=8, steps=60))
     z[:] = volume
     return z
 
@@ -53,7 +53,7 @@ def test_v3_serializer_and_sharding(tmp_path, volume):
     for name, kw in [("plain", {}), ("sharded", {"shards": (16, 64, 64)})]:
         path = str(tmp_path / f"{name}.zarr")
         z = zarr.create_array(path, shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype,
-                              serializer=SIRENSerializer(ratio=8, steps=60, bits=8, device="cpu"),
+                              serializer=fast_serializer(ratio=8, steps=60),
                               compressors=None, **kw)
         z[:] = volume
         _check(zarr.open_array(path, mode="r"), volume)
@@ -93,6 +93,7 @@ def test_json_config_round_trip():
     d = json.loads(json.dumps(v3.to_dict()))
     assert d["name"] == "inr_codecs.siren"
     assert SIRENSerializer.from_dict(d) == v3 and hash(SIRENSerializer.from_dict(d)) == hash(v3)
+    assert SIRENSerializer(ratio=48, depth=5, bits=6, steps=99) != v3
     v2 = SIRENCodec(ratio=48, depth=5, bits=7, steps=99)
     from numcodecs import get_codec
     assert get_codec(json.loads(json.dumps(v2.get_config()))) == v2
@@ -121,7 +122,7 @@ def test_fresh_process_reads_via_entry_points(tmp_path, volume, fmt):
 def test_slices_decode_only_touched_chunks(tmp_path, volume, monkeypatch, fmt):
     import dask.array as da
     path = str(tmp_path / "a.zarr")
-    z = _write(path, volume, fmt)
+    _write(path, volume, fmt)
     calls = []
     real = codec_mod.decode
 
