@@ -35,12 +35,12 @@ def machine() -> dict:
             "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
-def run_one(vol, chunks, ratio, **cfg) -> dict:
-    """Write ``vol`` with SIRENSerializer(ratio, **cfg) to a local Zarr v3 array, read it back, measure."""
+def run_one(vol, chunks, ratio, serializer=SIRENSerializer, **cfg) -> dict:
+    """Write ``vol`` with serializer(ratio, **cfg) to a local Zarr v3 array, read it back, measure."""
     from skimage.metrics import structural_similarity
     with tempfile.TemporaryDirectory() as tmp:
         out, t_enc, t_dec, stored = round_trip(vol, os.path.join(tmp, "a.zarr"), chunks,
-                                               SIRENSerializer(ratio=ratio, **cfg))
+                                               serializer(ratio=ratio, **cfg))
     x = vol.astype(np.float64)
     mb = vol.nbytes / 1e6
     return {
@@ -51,6 +51,15 @@ def run_one(vol, chunks, ratio, **cfg) -> dict:
         "encode_s": round(t_enc, 2), "decode_s": round(t_dec, 3),
         "encode_MBps": round(mb / t_enc, 4), "decode_MBps": round(mb / t_dec, 2),
     }
+
+
+def record(results: dict, row: dict, out: str) -> None:
+    """Add a result row, print it, and rewrite the JSON file (so an interrupted run keeps its rows)."""
+    results["runs"].append(row)
+    print(json.dumps(row), flush=True)
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1)
 
 
 def measure(name, vol, chunks, ratio, cfg) -> dict:
@@ -86,11 +95,7 @@ def main(argv=None):
                 if "skipped" in rows[0] and rows[0]["encoding"] == "quantised" and rows[0]["bits"] != 6:
                     rows.append(measure(name, vol, tuple(a.chunks), ratio, {"steps": a.steps, **extra, "bits": 6}))
                 for r in rows:
-                    results["runs"].append(r)
-                    print(json.dumps(r), flush=True)
-                os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-                with open(a.out, "w") as f:
-                    json.dump(results, f, indent=1)
+                    record(results, r, a.out)
 
 
 if __name__ == "__main__":

@@ -7,18 +7,21 @@ from numcodecs.registry import register_codec as _register
 
 from .codec import BudgetError, decode
 from .payload import PayloadError
+from .sci import SCICodec
 from .siren import SIRENCodec
 
 # Entry points find the codecs in a fresh process; registering on import also covers
 # environments where the package is on sys.path without its metadata.
 _register(SIRENCodec)
+_register(SCICodec)
 
 __version__ = "0.1.0"
-__all__ = ["SIRENCodec", "SIRENSerializer", "decode", "BudgetError", "PayloadError", "__version__"]
+__all__ = ["BudgetError", "PayloadError", "SCICodec", "SCISerializer", "SIRENCodec", "SIRENSerializer",
+           "__version__", "decode"]
 
 
 def __getattr__(name):
-    if name == "SIRENSerializer":   # zarr v3 adapter; imports zarr, so only on demand
-        from .zarr3 import SIRENSerializer
-        return SIRENSerializer
+    if name in ("SIRENSerializer", "SCISerializer"):   # zarr v3 adapters import zarr: on demand
+        from . import zarr3
+        return getattr(zarr3, name)
     raise AttributeError(f"module 'inr_codecs' has no attribute {name!r}")

@@ -20,7 +20,7 @@ from .codec import BudgetError
 from .metrics import psnr_from, stored_chunk_bytes
 from .payload import PayloadError
 
-CODECS = ("siren",)   # names of inr_codecs.zarr3.SERIALIZERS, listed here so --help needs no zarr
+CODECS = ("siren", "sci")   # names of inr_codecs.zarr3.SERIALIZERS, listed here so --help needs no zarr
 
 
 def read_source(path: str):
@@ -132,11 +132,13 @@ def _codec_config(z) -> dict:
 
 def cmd_info(a) -> int:
     import zarr
-    from .siren import read_body_fixed
+
+    from . import sci, siren
     z = zarr.open_array(a.path, mode="r")
     stored, files = stored_chunk_bytes(a.path)
     raw_written = 0
-    methods, widths, bits = {}, {}, {}
+    methods, widths, blocks, bits = {}, {}, {}, {}
+    count = lambda d, k: d.__setitem__(k, d.get(k, 0) + 1)
     sharded = "sharding_indexed" in json.dumps(_codec_config(z))
     for f in ([] if sharded else files):
         with open(os.path.join(a.path, f), "rb") as fh:
@@ -149,17 +151,22 @@ def cmd_info(a) -> int:
             continue
         raw_written += header.nbytes
         name = payload.METHOD_NAMES[header.method]
-        methods[name] = methods.get(name, 0) + 1
+        count(methods, name)
         if name == "siren":
-            fields = read_body_fixed(payload.Reader(body))
-            widths[fields.width] = widths.get(fields.width, 0) + 1
-            bits[fields.bits] = bits.get(fields.bits, 0) + 1
+            fields = siren.read_body_fixed(payload.Reader(body))
+            count(widths, fields.width)
+            count(bits, fields.bits)
+        elif name == "sci":
+            fields = sci.read_body_fixed(header.shape, payload.Reader(body))
+            count(blocks, len(fields.blocks))
+            count(bits, fields.bits)
     raw_written = raw_written or int(np.prod(z.shape)) * z.dtype.itemsize
     out = {"path": a.path, "shape": list(z.shape), "dtype": str(z.dtype), "chunks": list(z.chunks),
            **_codec_config(z), "stored_files": len(files), "stored_bytes": stored,
            "ratio_achieved": round(raw_written / max(stored, 1), 2)}
     if not sharded:
-        out.update(payload_methods=methods, siren_widths=widths, siren_bits=bits)
+        out.update(payload_methods=methods, siren_widths=widths, sci_blocks_per_chunk=blocks,
+                   weight_bits=bits)
     print(json.dumps(out, indent=None if a.json else 1, default=str))
     return 0
 

@@ -3,7 +3,9 @@ constant chunks, decoding by method id, and the numcodecs ``Codec`` base class."
 from __future__ import annotations
 
 import importlib
+import math
 import struct
+from collections.abc import Callable
 
 import numpy as np
 from numcodecs.abc import Codec
@@ -13,7 +15,7 @@ from . import payload
 from .payload import Header, PayloadError, Reader
 
 #: Module that decodes each method id's body (``decode_body(header, reader) -> ndarray``).
-_METHOD_MODULES = {payload.METHODS["siren"]: "inr_codecs.siren"}
+_METHOD_MODULES = {payload.METHODS["siren"]: "inr_codecs.siren", payload.METHODS["sci"]: "inr_codecs.sci"}
 
 
 class BudgetError(ValueError):
@@ -95,6 +97,26 @@ def decode(buf) -> np.ndarray:
     return np.asarray(out.reshape(header.shape), order=header.order)
 
 
+def pack_within_budget(encode: Callable[[int], bytes], bits: int, budget: int,
+                       grow: bool = False) -> tuple[bytes, int]:
+    """Serialise with ``encode(bits)``; while over ``budget``, one bit less (networks are sized
+    on an estimate of bits per parameter). With ``grow``, then one bit more while it still fits
+    (spends slack on precision at no fitting cost). ``bits`` 0 means float16: sizes are exact.
+    Returns the payload and the bit depth used."""
+    out = encode(bits)
+    while len(out) > budget:
+        if bits <= 2:
+            raise BudgetError(f"payload of {len(out)} bytes exceeds the budget of {budget}")
+        bits -= 1
+        out = encode(bits)
+    while grow and 0 < bits < 16:
+        more = encode(bits + 1)
+        if len(more) > budget:
+            break
+        bits, out = bits + 1, more
+    return out, bits
+
+
 def pack_range(lo: float, hi: float) -> bytes:
     return struct.pack("<dd", lo, hi)
 
@@ -128,9 +150,37 @@ class InrCodec(Codec):
     def encode_array(self, arr: np.ndarray, lo: float, hi: float) -> bytes:  # pragma: no cover
         raise NotImplementedError
 
+    def min_bytes(self, shape: tuple[int, ...], bits: int) -> int:  # pragma: no cover
+        """Smallest payload (bytes) of a useful network for chunks of ``shape``."""
+        raise NotImplementedError
+
+    def smallest_network(self, bits: int) -> str:  # pragma: no cover
+        """Words naming the network :meth:`min_bytes` sizes, for error messages."""
+        raise NotImplementedError
+
+    def _smallest_bits(self) -> int:
+        """Lowest bit depth the codec may use (0 for float16 weights)."""
+        return 0 if self.encoding == "float16" else self.bits
+
     def check_chunk(self, shape: tuple[int, ...], dtype) -> None:
         """Raise (BudgetError, TypeError) if chunks of this shape and dtype cannot be stored."""
-        raise NotImplementedError  # pragma: no cover
+        dt = payload.check_dtype(dtype)
+        shape = tuple(int(s) for s in shape)
+        bits = self._smallest_bits()
+        need = self.min_bytes(shape, bits)
+        raw = int(np.prod(shape)) * dt.itemsize
+        if budget_bytes(raw, self.ratio) >= need:
+            return
+        max_ratio = math.floor(raw / need * 10) / 10
+        voxels = math.ceil(need * self.ratio / dt.itemsize)
+        fix = (f"use ratio <= {max_ratio:g}, chunks of >= {voxels} voxels"
+               if max_ratio >= 1 else f"use chunks of >= {voxels} voxels")
+        if bits > 4:
+            fix += f", fewer bits (bits={bits - 2} needs {self.min_bytes(shape, bits - 2)} bytes)"
+        raise BudgetError(
+            f"ratio {self.ratio:g} leaves {budget_bytes(raw, self.ratio)} bytes per "
+            f"{'x'.join(map(str, shape))} {dt} chunk; {self.smallest_network(bits)} needs "
+            f"{need} bytes: {fix} or a smaller depth.")
 
     def __repr__(self):
         cfg = self.get_config()

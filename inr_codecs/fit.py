@@ -65,10 +65,23 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _fake_quantise(w, bits):
+def _fake_quantise(w, bits, batched=False):
     """Straight-through quantisation: forward sees what the decoder will, gradients pass as is."""
-    q, step = quantise_xp(_torch(), w.detach(), bits)
+    q, step = quantise_xp(_torch(), w.detach(), bits, batched)
     return w + (q * step - w).detach()
+
+
+def _optimiser(cfg: FitConfig, ps):
+    torch = _torch()
+    return {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[cfg.optimizer](ps, lr=cfg.lr)
+
+
+def _set_lr(opt, cfg: FitConfig, step: int, steps: int) -> None:
+    """Cosine decay to 5% of ``cfg.lr`` over ``steps`` (or constant)."""
+    if cfg.lr_schedule == "cosine":
+        lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
 
 
 def fit(forward, params: list[np.ndarray], target: np.ndarray, shape: tuple[int, ...],
@@ -89,14 +102,10 @@ def fit(forward, params: list[np.ndarray], target: np.ndarray, shape: tuple[int,
     # coordinates of every voxel, kept on the device unless the chunk is huge (then per batch)
     x_all = torch.from_numpy(grid_coords(shape, np.arange(n))).to(device) if n <= max(cfg.batch_size, 2**22) else None
     ps = [torch.tensor(p, device=device, requires_grad=True) for p in params]
-    opt_cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[cfg.optimizer]
-    opt = opt_cls(ps, lr=cfg.lr)
+    opt = _optimiser(cfg, ps)
     qat_from = steps - int(round(cfg.qat_fraction * steps)) if bits is not None else steps
     for step in range(steps):
-        if cfg.lr_schedule == "cosine":
-            lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-            for g in opt.param_groups:
-                g["lr"] = lr
+        _set_lr(opt, cfg, step, steps)
         if full:
             x, y = x_all, y_all
         else:
@@ -110,3 +119,54 @@ def fit(forward, params: list[np.ndarray], target: np.ndarray, shape: tuple[int,
         loss.backward()
         opt.step()
     return [p.detach().cpu().numpy().astype(np.float32) for p in ps]
+
+
+def fit_blocks(forward, params: list[np.ndarray], masks: list[np.ndarray], target: np.ndarray,
+               shape: tuple[int, ...], starts: np.ndarray, sides: np.ndarray, axes: list[int],
+               cfg: FitConfig, bits: int | None = None) -> list[np.ndarray]:
+    """Train B independent networks at once, network b on the box ``starts[b] : starts[b] + sides[b]``.
+
+    params: tensors with a leading axis of B (networks padded to a common shape); masks: 0/1
+    arrays of the same shapes, zero where a network's padding is (multiplied in before every
+    forward, so padding stays inert). forward(torch, params, x) maps (B, k, in_dim) to
+    (B, k, 1). Coordinates are each box's own pixel centres on ``axes`` (see
+    ``nn.grid_coords``). Every step draws ``ceil(batch_size / B)`` voxels per box, uniformly
+    with replacement; the loss is the mean of the boxes' mean squared errors. With ``bits``,
+    the last ``qat_fraction`` of the steps see each network quantised per tensor.
+    Returns the masked float32 parameters as numpy arrays.
+    """
+    torch = _torch()
+    device = resolve_device(cfg.device)
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    n_blocks = len(starts)
+    k = max(1, -(-cfg.batch_size // n_blocks))
+    y_all = torch.from_numpy(np.ascontiguousarray(target, np.float32)).to(device)
+    sides_t = torch.as_tensor(np.asarray(sides, np.int64), device=device)
+    starts_t = torch.as_tensor(np.asarray(starts, np.int64), device=device)
+    strides = torch.as_tensor(np.cumprod((list(shape[1:]) + [1])[::-1])[::-1].copy(), device=device)
+    counts = torch.prod(sides_t, 1, keepdim=True).to(torch.float64)
+    ps = [torch.tensor(p, device=device, requires_grad=True) for p in params]
+    ms = [torch.as_tensor(m, dtype=torch.float32, device=device) for m in masks]
+    opt = _optimiser(cfg, ps)
+    qat_from = cfg.steps - int(round(cfg.qat_fraction * cfg.steps)) if bits is not None else cfg.steps
+    for step in range(cfg.steps):
+        _set_lr(opt, cfg, step, cfg.steps)
+        u = torch.rand((n_blocks, k), generator=gen, dtype=torch.float64).to(device)
+        local = torch.minimum((u * counts).long(), counts.long() - 1)        # (B, k)
+        flat = torch.zeros_like(local)
+        coords = []
+        for a in range(len(shape) - 1, -1, -1):                              # unravel, last axis first
+            i = local % sides_t[:, a:a + 1]
+            local = local // sides_t[:, a:a + 1]
+            flat += (starts_t[:, a:a + 1] + i) * strides[a]
+            if a in axes:
+                coords.append((2 * i + 1).float() / sides_t[:, a:a + 1] - 1)
+        x = torch.stack(coords[::-1], -1)                                   # (B, k, in_dim)
+        use = [p * m for p, m in zip(ps, ms)]
+        if step >= qat_from:
+            use = [_fake_quantise(p, bits, batched=True) for p in use]
+        loss = torch.mean((forward(torch, use, x)[..., 0] - y_all[flat]) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return [(p * m).detach().cpu().numpy().astype(np.float32) for p, m in zip(ps, ms)]

@@ -5,7 +5,7 @@ normative description. Layout (all integers and floats little-endian)::
 
     magic    4s   b"INRC"
     version  u8   1
-    method   u8   0 = constant, 1 = SIREN (see METHODS)
+    method   u8   0 = constant, 1 = SIREN, 2 = SCI (see METHODS)
     dtype    3s   numpy ``dtype.str`` in ASCII, e.g. b"<u2", b"|u1", b">f4"
     order    1s   b"C" or b"F": memory order the decoded chunk is returned in
     ndim     u8   number of axes (1..32)
@@ -28,7 +28,7 @@ MAGIC = b"INRC"
 VERSION = 1
 
 #: Method ids. A method's module documents its body layout.
-METHODS = {"constant": 0, "siren": 1}
+METHODS = {"constant": 0, "siren": 1, "sci": 2}
 METHOD_NAMES = {v: k for k, v in METHODS.items()}
 
 #: dtypes a payload may declare (kind + itemsize, either byte order).

@@ -34,14 +34,18 @@ def levels(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
-def quantise_xp(xp, w, bits: int):
+def quantise_xp(xp, w, bits: int, batched: bool = False):
     """Symmetric uniform quantisation, written once for numpy (encode) and torch (QAT).
 
     Returns (q, step): ``step = max|w| / Q`` and ``q = clip(round(w / step), -Q, Q)`` as floats
     (round half to even in both libraries); an all-zero tensor gets step 0 and q = 0.
+    ``batched``: axis 0 indexes independent tensors (one step each, shaped to broadcast).
     """
     q_max = levels(bits)
-    step = xp.abs(w).max() / q_max
+    if batched:
+        step = xp.amax(xp.abs(w).reshape(w.shape[0], -1), 1).reshape((-1,) + (1,) * (w.ndim - 1)) / q_max
+    else:
+        step = xp.abs(w).max() / q_max
     return xp.clip(xp.round(w / (step + (step == 0))), -q_max, q_max), step
 
 

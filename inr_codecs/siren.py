@@ -20,8 +20,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import payload, quant
-from .codec import (BudgetError, InrCodec, budget_bytes, check_ratio, denormalise, header_for,
-                    normalise, pack_range, read_range)
+from .codec import (InrCodec, budget_bytes, check_ratio, denormalise, header_for, normalise,
+                    pack_range, pack_within_budget, read_range)
 from .fit import FitConfig, fit
 from .nn import coord_axes, grid_coords, siren_forward, siren_init, siren_param_count, siren_shapes
 from .payload import PayloadError
@@ -140,25 +140,14 @@ class SIRENCodec(InrCodec):
         solved = solve_width(shape, itemsize, self.ratio, self.depth, enc, bits)
         return min(solved, self.width) if self.width is not None else solved
 
-    def check_chunk(self, shape, dtype) -> None:
-        dt = payload.check_dtype(dtype)
-        shape = tuple(int(s) for s in shape)
-        enc = quant.ENCODINGS[self.encoding]
-        bits = min(self._candidate_bits())
-        if self._width_for(shape, dt.itemsize, bits) >= MIN_WIDTH:
-            return
-        raw = int(np.prod(shape)) * dt.itemsize
-        need = min_ratio_bytes(shape, self.depth, enc, bits)
-        max_ratio = math.floor(raw / need * 10) / 10
-        voxels = math.ceil(need * self.ratio / dt.itemsize)
-        fix = (f"use ratio <= {max_ratio:g}, chunks of >= {voxels} voxels"
-               if max_ratio >= 1 else f"use chunks of >= {voxels} voxels")
-        if enc == quant.QUANTISED and bits > 4:
-            fix += f", fewer bits (bits={bits - 2} needs {min_ratio_bytes(shape, self.depth, enc, bits - 2)} bytes)"
-        raise BudgetError(
-            f"ratio {self.ratio:g} leaves {budget_bytes(raw, self.ratio)} bytes per "
-            f"{'x'.join(map(str, shape))} {dt} chunk; the smallest useful SIREN (width {MIN_WIDTH}, "
-            f"depth {self.depth}, {bits or 16} bits) needs {need} bytes: {fix} or a smaller depth.")
+    def min_bytes(self, shape, bits) -> int:
+        return min_ratio_bytes(shape, self.depth, quant.ENCODINGS[self.encoding], bits)
+
+    def smallest_network(self, bits) -> str:
+        return f"the smallest useful SIREN (width {MIN_WIDTH}, depth {self.depth}, {bits or 16} bits)"
+
+    def _smallest_bits(self) -> int:
+        return min(self._candidate_bits())
 
     def encode_array(self, arr, lo, hi):
         shape, dt = tuple(arr.shape), arr.dtype
@@ -170,7 +159,8 @@ class SIRENCodec(InrCodec):
         forward = lambda xp, p, x: siren_forward(xp, p, x, self.w0)
         candidates = [(b, self._width_for(shape, dt.itemsize, b)) for b in self._candidate_bits()]
         candidates = [(b, w) for b, w in candidates if w >= MIN_WIDTH]
-        init = lambda w: siren_init(np.random.default_rng(self.seed), in_dim, w, self.depth, self.w0)
+        init = lambda w: siren_init(np.random.default_rng(self.seed), siren_shapes(in_dim, w, self.depth),
+                                    self.w0)
         if len(candidates) == 1:
             bits, width = candidates[0]
             params = fit(forward, init(width), target, shape, cfg, bits or None)
@@ -190,32 +180,12 @@ class SIRENCodec(InrCodec):
         return self._pack(header_for(arr, "siren"), lo, hi, width, enc, bits, params)
 
     def _pack(self, header, lo, hi, width, enc, bits, params) -> bytes:
-        """Serialise at ``bits``; if the real size misses the budget, step the bit depth.
-
-        Over budget (the width was sized on an estimate): one bit less at a time. Under budget
-        by enough: one bit more, which spends the slack on precision at no fitting cost.
-        """
-        budget = budget_bytes(header.nbytes, self.ratio)
+        """Serialise within the budget; with ``bits=None`` slack buys extra bits."""
         fixed = pack_range(lo, hi)
         encode = lambda b: payload.pack(header, fixed + _FIXED.pack(
             PIXEL_CENTRES, self.w0, self.depth, width, enc, b) + quant.encode_tensors(params, enc, b))
-        out = encode(bits)
-        if enc == quant.FLOAT16:
-            if len(out) > budget:  # pragma: no cover - float16 sizes are exact
-                raise BudgetError(f"payload of {len(out)} bytes exceeds the budget of {budget}")
-            return out
-        while len(out) > budget:
-            if bits <= 2:  # pragma: no cover - the width estimate keeps this far away
-                raise BudgetError(f"payload of {len(out)} bytes exceeds the budget of {budget}")
-            bits -= 1
-            out = encode(bits)
-        if self.bits is None:
-            while bits < 16:
-                more = encode(bits + 1)
-                if len(more) > budget:
-                    break
-                bits, out = bits + 1, more
-        return out
+        return pack_within_budget(encode, bits, budget_bytes(header.nbytes, self.ratio),
+                                  grow=self.bits is None)[0]
 
 
 class Body(NamedTuple):

@@ -4,7 +4,8 @@
                       serializer=SIRENSerializer(ratio=64), compressors=None)
 
 The JSON metadata is ``{"name": "inr_codecs.siren", "configuration": {...}}`` with the same
-configuration keys as :class:`inr_codecs.SIRENCodec`. Encoding and decoding run in a worker
+configuration keys as :class:`inr_codecs.SIRENCodec` (``inr_codecs.sci`` and
+:class:`inr_codecs.SCICodec` likewise). Encoding and decoding run in a worker
 thread so zarr's event loop stays free.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from zarr.registry import register_codec
 
 from .codec import InrCodec, decode
 from .payload import PayloadError
+from .sci import SCICodec
 from .siren import SIRENCodec
 
 
@@ -110,8 +112,15 @@ class SIRENSerializer(InrSerializer):
     codec_cls: ClassVar[type[InrCodec]] = SIRENCodec
 
 
+@dataclass(frozen=True, init=False, repr=False, eq=False)
+class SCISerializer(InrSerializer):
+    """Zarr v3 serializer for :class:`inr_codecs.SCICodec` (same parameters)."""
+
+    codec_cls: ClassVar[type[InrCodec]] = SCICodec
+
+
 #: Zarr v3 serializer of each codec, by the name the CLI and docs use.
-SERIALIZERS = {"siren": SIRENSerializer}
+SERIALIZERS = {"siren": SIRENSerializer, "sci": SCISerializer}
 
 for _cls in SERIALIZERS.values():
     register_codec(_cls.codec_cls.codec_id, _cls)

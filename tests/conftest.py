@@ -26,6 +26,15 @@ def fast_codec(ratio=8, **kw):
     return SIRENCodec(ratio, **kw)
 
 
+def fast_sci(ratio=8, **kw):
+    """An SCI codec with few steps (Adam: it gets somewhere in tens of steps, Adamax does not)."""
+    from inr_codecs import SCICodec
+    kw.setdefault("steps", 12)
+    kw.setdefault("optimizer", "adam")
+    kw.setdefault("device", "cpu")
+    return SCICodec(ratio, **kw)
+
+
 def fast_serializer(ratio=8, **kw):
     """The Zarr v3 counterpart of :func:`fast_codec` (same configuration)."""
     from inr_codecs.zarr3 import SIRENSerializer

@@ -75,7 +75,7 @@ def test_info_summarises_payloads(tmp_path, vol, capsys):
     target, info = _compress_then_info(tmp_path, vol, capsys, "--ratio", "8", "--chunks", "16,16,16",
                                        "--zarr-format", "2")
     assert info["payload_methods"] == {"siren": 4} and info["stored_files"] == 4
-    assert set(info["siren_bits"]) == {"8"} and info["ratio_achieved"] >= 8
+    assert set(info["weight_bits"]) == {"8"} and info["ratio_achieved"] >= 8
     _export_matches(tmp_path, target, 2)
 
 
@@ -101,3 +101,11 @@ def test_cli_lists_every_serializer():
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "inr_codecs.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "compress" in out.stdout
+
+
+def test_sci_compress_and_info(tmp_path, capsys):
+    x = smooth_volume((16, 32, 32), "uint16")
+    _, info = _compress_then_info(tmp_path, x, capsys, "--codec", "sci", "--ratio", "4",
+                                  "--chunks", "16,32,32", "--zarr-format", "2")
+    assert info["payload_methods"] == {"sci": 1} and info["ratio_achieved"] >= 4
+    assert info["compressor"]["id"] == "inr_codecs.sci" and sum(info["sci_blocks_per_chunk"].values()) == 1

@@ -7,6 +7,9 @@ import numpy as np
 import zarr
 from conftest import DATA, fast_codec, fast_serializer, smooth_volume
 
+import inr_codecs.sci
+from inr_codecs.zarr3 import SCISerializer
+
 
 
 def test_decode_without_torch(tmp_path):
@@ -19,17 +22,24 @@ def test_decode_without_torch(tmp_path):
                            serializer=fast_serializer(ratio=8),
                            compressors=None)
     v3[:] = x
+    sci = zarr.create_array(str(tmp_path / "sci.zarr"), shape=x.shape, chunks=(16, 32, 32), dtype=x.dtype,
+                            serializer=SCISerializer(ratio=4, a_max=8, partition="equidistant", steps=12,
+                                                     device="cpu"), compressors=None)
+    sci[:] = x
+    assert len(inr_codecs.sci.describe((tmp_path / "sci.zarr" / "c" / "0" / "0" / "0").read_bytes()).blocks) == 8
     np.save(tmp_path / "v2.npy", v2[:])
     np.save(tmp_path / "v3.npy", v3[:])
+    np.save(tmp_path / "sci.npy", sci[:])
     code = textwrap.dedent(f"""
         import sys
         sys.modules["torch"] = None          # any 'import torch' now raises ImportError
         import numpy as np, zarr
         import inr_codecs
-        for name in ("v2", "v3"):
+        for name in ("v2", "v3", "sci"):
             got = zarr.open_array({str(tmp_path)!r} + f"/{{name}}.zarr", mode="r")[:]
             assert np.array_equal(got, np.load({str(tmp_path)!r} + f"/{{name}}.npy")), name
         inr_codecs.decode(open({str(DATA / 'golden_v1_siren.bin')!r}, "rb").read())
+        inr_codecs.decode(open({str(DATA / 'golden_v1_sci.bin')!r}, "rb").read())
         try:
             inr_codecs.SIRENCodec(ratio=8).encode(np.random.rand(16, 16, 16))
         except ImportError as e:

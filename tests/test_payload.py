@@ -1,7 +1,7 @@
 """Payload framing: header round trips, corruption and truncation always raise PayloadError."""
 import numpy as np
 import pytest
-from conftest import DATA, fast_codec
+from conftest import DATA, fast_codec, fast_sci
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,10 +20,14 @@ def test_header_round_trip(method, dtype, order, shape, body):
     assert h2 == h and bytes(body2) == body
 
 
-@pytest.fixture(scope="module")
-def siren_payload():
+@pytest.fixture(scope="module", params=["siren", "sci"])
+def siren_payload(request):
+    """A payload of each method (SCI with four blocks, one of them constant)."""
     x = np.linspace(0, 1, 8 * 16 * 16, dtype=np.float32).reshape(8, 16, 16) ** 2
-    return fast_codec(ratio=4).encode(x)
+    if request.param == "siren":
+        return fast_codec(ratio=4).encode(x)
+    x[:4, :8] = 0
+    return fast_sci(ratio=1.5, a_max=4, partition="equidistant").encode(x)
 
 
 def test_decodes(siren_payload):
@@ -66,10 +70,11 @@ def test_clear_messages(siren_payload):
         decode(b"INRC")
 
 
-def test_golden_payload():
+@pytest.mark.parametrize("method", ["siren", "sci"])
+def test_golden_payload(method):
     """Payloads written by format v1 keep decoding to the same values."""
-    got = decode((DATA / "golden_v1_siren.bin").read_bytes())
-    want = np.load(DATA / "golden_v1_siren_decoded.npy")
+    got = decode((DATA / f"golden_v1_{method}.bin").read_bytes())
+    want = np.load(DATA / f"golden_v1_{method}_decoded.npy")
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 

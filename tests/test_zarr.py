@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import zarr
-from conftest import fast_codec, fast_serializer, smooth_volume
+from conftest import fast_codec, fast_sci, fast_serializer, smooth_volume
 
 import inr_codecs
 from inr_codecs import BudgetError, SIRENCodec, codec as codec_mod
 from inr_codecs.metrics import psnr
-from inr_codecs.zarr3 import SIRENSerializer
+from inr_codecs.zarr3 import SCISerializer, SIRENSerializer
 
 SHAPE, CHUNKS = (20, 40, 36), (16, 32, 32)   # edge chunks on every axis
 
@@ -23,14 +23,19 @@ def volume():
     return smooth_volume(SHAPE, "uint16")
 
 
-def _write(path, volume, fmt):
-    """Write ``volume`` with the SIREN codec as Zarr v2 (compressor) or v3 (serializer)."""
+def _write(path, volume, fmt, method="siren"):
+    """Write ``volume`` with a codec as Zarr v2 (compressor) or v3 (serializer)."""
+    if method == "sci":   # 4 equidistant blocks per full chunk
+        codec = fast_sci(ratio=4, steps=60, a_max=4, partition="equidistant")
+        serializer = SCISerializer(**{k: v for k, v in codec.get_config().items() if k != "id"})
+    else:
+        codec, serializer = fast_codec(ratio=8, steps=60), fast_serializer(ratio=8, steps=60)
     if fmt == 2:
         z = zarr.create(shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, zarr_format=2,
-                        compressor=fast_codec(ratio=8, steps=60), store=path)
+                        compressor=codec, store=path)
     else:
         z = zarr.create_array(path, shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, compressors=None,
-                              serializer=fast_serializer(ratio=8, steps=60))
+                              serializer=serializer)
     z[:] = volume
     return z
 
@@ -88,6 +93,13 @@ def test_v2_refuses_at_encode_and_keeps_written_data(tmp_path, volume):
         zb[:16, :32, :32] = volume[:16, :32, :32]
 
 
+def test_sci_json_config_round_trip():
+    v3 = SCISerializer(ratio=100, fr=1.0, a_max=9, allocation="equal", deblock=0.1)
+    d = json.loads(json.dumps(v3.to_dict()))
+    assert d["name"] == "inr_codecs.sci" and SCISerializer.from_dict(d) == v3
+    assert zarr.registry.get_codec_class("inr_codecs.sci") is SCISerializer
+
+
 def test_json_config_round_trip():
     v3 = SIRENSerializer(ratio=48, depth=5, bits=7, steps=99)
     d = json.loads(json.dumps(v3.to_dict()))
@@ -100,10 +112,12 @@ def test_json_config_round_trip():
     assert d["configuration"] == {k: v for k, v in v2.get_config().items() if k != "id"}
 
 
+@pytest.mark.parametrize("method", ["siren", "sci"])
 @pytest.mark.parametrize("fmt", [2, 3])
-def test_fresh_process_reads_via_entry_points(tmp_path, volume, fmt):
+def test_fresh_process_reads_via_entry_points(tmp_path, volume, fmt, method):
     path = str(tmp_path / "a.zarr")
-    z = _write(path, volume, fmt)
+    z = _write(path, volume, fmt, method)
+    _check(z, volume)
     expected = z[:]
     np.save(tmp_path / "expected.npy", expected)
     code = textwrap.dedent(f"""

@@ -1,0 +1,85 @@
+"""SCICodec against SIRENCodec at equal bytes and equal steps, and the paper's ablations, as JSON.
+
+    python benchmarks/bench_sci.py --volumes nuclei --steps 300 --out benchmarks/results/sci_cpu_nuclei.json
+
+Each run writes the whole volume to a local Zarr v3 array (chunks --chunks, default one chunk per
+128x128 tile of half the slices) and reads it back (see ``bench_siren.run_one`` for the measures).
+Variants (paper Table 2 names): ``siren`` (SIRENCodec: one SIREN per chunk, fr = 1, Adam),
+``sci`` (SCICodec with the paper's defaults: adaptive partition, fr = 2.2, |x|/D allocation,
+Adamax), ``sci_adam`` (the same with Adam), ``NP`` (no partition), ``EP`` (equidistant
+partition), ``fr1`` (fr = 1), ``equal``, ``size``, ``d`` (allocation rules), ``sci_a8``
+(a_max = 8: the partition where the budget-derived a_max gives none) and ``no_deblock``.
+"""
+from __future__ import annotations
+
+import argparse
+
+from bench_siren import machine, record, run_one
+
+from inr_codecs import BudgetError, SCICodec
+from inr_codecs.datasets import load
+from inr_codecs.zarr3 import SCISerializer, SIRENSerializer
+
+VARIANTS = {
+    "siren": (SIRENSerializer, {}),
+    "sci": (SCISerializer, {}),
+    "sci_adam": (SCISerializer, {"optimizer": "adam"}),
+    "NP": (SCISerializer, {"partition": "none"}),
+    "EP": (SCISerializer, {"partition": "equidistant"}),
+    "fr1": (SCISerializer, {"fr": 1.0}),
+    "equal": (SCISerializer, {"allocation": "equal"}),
+    "size": (SCISerializer, {"allocation": "size"}),
+    "d": (SCISerializer, {"allocation": "d"}),
+    "sci_a8": (SCISerializer, {"a_max": 8}),
+    "no_deblock": (SCISerializer, {"deblock": "off"}),
+}
+
+#: Variants that differ from ``sci`` only in how blocks are chosen, funded or filtered.
+ONE_BLOCK_SAME_AS_SCI = ("NP", "EP", "equal", "size", "d", "no_deblock", "sci_a8")
+
+
+def blocks_per_chunk(vol, chunks, ratio, cfg) -> int | None:
+    """Blocks SCI's partition gives the first chunk (None for SIREN). Raises BudgetError."""
+    if cfg[0] is not SCISerializer:
+        return None
+    codec = SCICodec(ratio, **cfg[1])
+    codec.check_chunk(chunks, vol.dtype)
+    x = vol[tuple(slice(0, c) for c in chunks)]
+    return len(codec.plan(x, float(x.min()), float(x.max())).blocks) if x.min() < x.max() else 1
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--volumes", nargs="+", default=["nuclei", "ct"])
+    ap.add_argument("--ratios", nargs="+", type=float, default=[64, 256, 1024])
+    ap.add_argument("--chunks", nargs=3, type=int, help="default: (z/2, 128, 128) of each volume")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--out", default="benchmarks/results/sci.json")
+    a = ap.parse_args(argv)
+    results = {"machine": machine(), "steps": a.steps, "runs": []}
+    for name in a.volumes:
+        vol = load(name)
+        chunks = tuple(a.chunks) if a.chunks else (-(-vol.shape[0] // 2), 128, 128)
+        for ratio in a.ratios:
+            for label in a.variants:
+                ser, cfg = VARIANTS[label]
+                cfg = {"steps": a.steps, **cfg}
+                row = {"volume": name, "shape": list(vol.shape), "dtype": str(vol.dtype), "chunks": list(chunks),
+                       "ratio_requested": ratio, "variant": label, "codec": ser.codec_cls.codec_id, "config": cfg}
+                try:
+                    row["blocks_per_chunk"] = blocks = blocks_per_chunk(vol, chunks, ratio, (ser, cfg))
+                    sci_blocks = blocks_per_chunk(vol, chunks, ratio, VARIANTS["sci"])
+                    if label in ONE_BLOCK_SAME_AS_SCI and blocks == sci_blocks == 1:
+                        row["same_as"] = "sci"   # both one block: the variant's knob has no effect
+                    elif label == "sci_a8" and sci_blocks > 1:
+                        row["same_as"] = "sci"   # run only where the default a_max gives no partition
+                    else:
+                        row.update(run_one(vol, chunks, ratio, serializer=ser, **cfg))
+                except BudgetError as e:
+                    row["skipped"] = str(e)
+                record(results, row, a.out)
+
+
+if __name__ == "__main__":
+    main()
