@@ -8,11 +8,13 @@ Variants (paper Table 2 names): ``siren`` (SIRENCodec: one SIREN per chunk, fr =
 ``sci`` (SCICodec with the paper's defaults: adaptive partition, fr = 2.2, |x|/D allocation,
 Adamax), ``sci_adam`` (the same with Adam), ``NP`` (no partition), ``EP`` (equidistant
 partition), ``fr1`` (fr = 1), ``equal``, ``size``, ``d`` (allocation rules), ``sci_a8``
-(a_max = 8: the partition where the budget-derived a_max gives none) and ``no_deblock``.
+(a_max = 8: the partition where the budget-derived a_max gives none), ``no_deblock`` and
+``NP_adam``. ``--one-chunk`` crops each volume to one chunk at its centre (for step studies).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 
 from bench_siren import machine, record, run_one
 
@@ -31,6 +33,7 @@ VARIANTS = {
     "size": (SCISerializer, {"allocation": "size"}),
     "d": (SCISerializer, {"allocation": "d"}),
     "sci_a8": (SCISerializer, {"a_max": 8}),
+    "NP_adam": (SCISerializer, {"partition": "none", "optimizer": "adam"}),
     "no_deblock": (SCISerializer, {"deblock": "off"}),
 }
 
@@ -53,32 +56,35 @@ def main(argv=None):
     ap.add_argument("--volumes", nargs="+", default=["nuclei", "ct"])
     ap.add_argument("--ratios", nargs="+", type=float, default=[64, 256, 1024])
     ap.add_argument("--chunks", nargs=3, type=int, help="default: (z/2, 128, 128) of each volume")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--steps", type=int, nargs="+", default=[300], help="one or more step counts")
+    ap.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if v != "NP_adam"],
+                    choices=list(VARIANTS))
+    ap.add_argument("--one-chunk", action="store_true", help="use only the chunk at the volume's centre")
     ap.add_argument("--out", default="benchmarks/results/sci.json")
     a = ap.parse_args(argv)
-    results = {"machine": machine(), "steps": a.steps, "runs": []}
+    results = {"machine": machine(), "runs": []}
     for name in a.volumes:
         vol = load(name)
         chunks = tuple(a.chunks) if a.chunks else (-(-vol.shape[0] // 2), 128, 128)
-        for ratio in a.ratios:
-            for label in a.variants:
-                ser, cfg = VARIANTS[label]
-                cfg = {"steps": a.steps, **cfg}
-                row = {"volume": name, "shape": list(vol.shape), "dtype": str(vol.dtype), "chunks": list(chunks),
-                       "ratio_requested": ratio, "variant": label, "codec": ser.codec_cls.codec_id, "config": cfg}
-                try:
-                    row["blocks_per_chunk"] = blocks = blocks_per_chunk(vol, chunks, ratio, (ser, cfg))
-                    sci_blocks = blocks_per_chunk(vol, chunks, ratio, VARIANTS["sci"])
-                    if label in ONE_BLOCK_SAME_AS_SCI and blocks == sci_blocks == 1:
-                        row["same_as"] = "sci"   # both one block: the variant's knob has no effect
-                    elif label == "sci_a8" and sci_blocks > 1:
-                        row["same_as"] = "sci"   # run only where the default a_max gives no partition
-                    else:
-                        row.update(run_one(vol, chunks, ratio, serializer=ser, **cfg))
-                except BudgetError as e:
-                    row["skipped"] = str(e)
-                record(results, row, a.out)
+        if a.one_chunk:
+            vol = vol[tuple(slice((n - c) // 2, (n - c) // 2 + c) for n, c in zip(vol.shape, chunks))]
+        for ratio, steps, label in itertools.product(a.ratios, a.steps, a.variants):
+            ser, cfg = VARIANTS[label]
+            cfg = {"steps": steps, **cfg}
+            row = {"volume": name, "shape": list(vol.shape), "dtype": str(vol.dtype), "chunks": list(chunks),
+                   "ratio_requested": ratio, "variant": label, "codec": ser.codec_cls.codec_id, "config": cfg}
+            try:
+                row["blocks_per_chunk"] = blocks = blocks_per_chunk(vol, chunks, ratio, (ser, cfg))
+                sci_blocks = blocks_per_chunk(vol, chunks, ratio, VARIANTS["sci"])
+                if label in ONE_BLOCK_SAME_AS_SCI and blocks == sci_blocks == 1:
+                    row["same_as"] = "sci"   # both one block: the variant's knob has no effect
+                elif label == "sci_a8" and sci_blocks > 1:
+                    row["same_as"] = "sci"   # run only where the default a_max gives no partition
+                else:
+                    row.update(run_one(vol, chunks, ratio, serializer=ser, **cfg))
+            except BudgetError as e:
+                row["skipped"] = str(e)
+            record(results, row, a.out)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,13 @@ import json
 LINES = ("siren", "sci", "sci_adam", "NP", "fr1")   # variants drawn as curves; others as markers
 
 
+def label_steps(runs):
+    """Where a file holds several step counts, name variants ``variant@steps``."""
+    if len({r["config"]["steps"] for r in runs}) > 1:
+        runs = [{**r, "variant": f"{r['variant']}@{r['config']['steps']}"} for r in runs]
+    return runs
+
+
 def by_key(runs):
     return {(r["volume"], r["variant"], r["ratio_requested"]): r for r in runs}
 
@@ -61,11 +68,15 @@ def plot(runs, path):
     import matplotlib.pyplot as plt
     vols = list(dict.fromkeys(r["volume"] for r in runs))
     fig, axes = plt.subplots(1, len(vols), figsize=(6 * len(vols), 4.5), squeeze=False)
+    idx = by_key(runs)
     for ax, vol in zip(axes[0], vols):
-        rows = [r for r in runs if r["volume"] == vol and "psnr_db" in r]
+        # a variant that is the same codec as another at some ratio takes that run's point
+        rows = [idx.get((vol, r["same_as"], r["ratio_requested"]), r) | {"variant": r["variant"]}
+                if "same_as" in r else r for r in runs if r["volume"] == vol]
+        rows = [r for r in rows if "psnr_db" in r]
         for v in dict.fromkeys(r["variant"] for r in rows):
             pts = sorted((r["ratio_achieved"], r["psnr_db"]) for r in rows if r["variant"] == v)
-            style = "-o" if v in LINES else "x"
+            style = "-o" if v.split("@")[0] in LINES else "x"
             ax.plot(*zip(*pts), style, label=v)
         ax.set_xscale("log")
         ax.set_xlabel("compression ratio achieved (raw / stored bytes)")
@@ -84,6 +95,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     with open(a.results) as f:
         data = json.load(f)
+    data["runs"] = label_steps(data["runs"])
     print(table(data["runs"]))
     print(speed(data["runs"]))
     if a.plot:
