@@ -554,7 +554,7 @@ class SCICodec(InrCodec):
         starts = np.array([plan.blocks[i].start for i in nets])
         sides = np.array([plan.blocks[i].shape for i in nets])
         fitted = fit_blocks(lambda xp, p, x: forward(xp, p, x, self.w0), params, masks, target,
-                            shape, starts, sides, axes, self._fit_config(), self.bits)
+                            shape, starts, sides, axes, self._fit_config(), self._bits_stored() or None)
         out = []
         for b, i in enumerate(nets):
             real = layer_shapes(in_dim, *plan.widths[i], self.depth)

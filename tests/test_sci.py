@@ -182,6 +182,14 @@ def test_ratio_is_a_hard_ceiling(ratio, seed, bits, a_max):
     assert len(codec.encode(x)) <= x.nbytes // ratio
 
 
+def test_float16_weights(crop):
+    p = fast_sci(ratio=8, a_max=8, encoding="float16", steps=150).encode(crop)
+    d = sci.describe(p)
+    assert d.encoding == 1 and d.bits == 0 and len(d.blocks) == 8
+    assert len(p) <= crop.nbytes // 8
+    assert psnr(crop, decode(p)) > psnr(crop, np.full_like(crop, crop.mean())) + 3
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "int16", "uint32", "float32", "float64"])
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_round_trip_dtype_and_order(dtype, order):
