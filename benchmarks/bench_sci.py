@@ -68,6 +68,12 @@ def main(argv=None):
         chunks = tuple(a.chunks) if a.chunks else (-(-vol.shape[0] // 2), 128, 128)
         if a.one_chunk:
             vol = vol[tuple(slice((n - c) // 2, (n - c) // 2 + c) for n, c in zip(vol.shape, chunks))]
+        sci_blocks = {}   # blocks the default SCI gives a chunk, per ratio (None: refused)
+        for ratio in a.ratios:
+            try:
+                sci_blocks[ratio] = blocks_per_chunk(vol, chunks, ratio, VARIANTS["sci"])
+            except BudgetError:
+                sci_blocks[ratio] = None
         for ratio, steps, label in itertools.product(a.ratios, a.steps, a.variants):
             ser, cfg = VARIANTS[label]
             cfg = {"steps": steps, **cfg}
@@ -75,10 +81,9 @@ def main(argv=None):
                    "ratio_requested": ratio, "variant": label, "codec": ser.codec_cls.codec_id, "config": cfg}
             try:
                 row["blocks_per_chunk"] = blocks = blocks_per_chunk(vol, chunks, ratio, (ser, cfg))
-                sci_blocks = blocks_per_chunk(vol, chunks, ratio, VARIANTS["sci"])
-                if label in ONE_BLOCK_SAME_AS_SCI and blocks == sci_blocks == 1:
+                if label in ONE_BLOCK_SAME_AS_SCI and blocks == sci_blocks[ratio] == 1:
                     row["same_as"] = "sci"   # both one block: the variant's knob has no effect
-                elif label == "sci_a8" and sci_blocks > 1:
+                elif label == "sci_a8" and (sci_blocks[ratio] or 0) > 1:
                     row["same_as"] = "sci"   # run only where the default a_max gives no partition
                 else:
                     row.update(run_one(vol, chunks, ratio, serializer=ser, **cfg))

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -137,8 +138,7 @@ def cmd_info(a) -> int:
     z = zarr.open_array(a.path, mode="r")
     stored, files = stored_chunk_bytes(a.path)
     raw_written = 0
-    methods, widths, blocks, bits = {}, {}, {}, {}
-    count = lambda d, k: d.__setitem__(k, d.get(k, 0) + 1)
+    methods, widths, blocks, bits = Counter(), Counter(), Counter(), Counter()
     sharded = "sharding_indexed" in json.dumps(_codec_config(z))
     for f in ([] if sharded else files):
         with open(os.path.join(a.path, f), "rb") as fh:
@@ -146,20 +146,20 @@ def cmd_info(a) -> int:
         try:
             header, body = payload.unpack(data)
         except PayloadError as e:
-            methods["unreadable"] = methods.get("unreadable", 0) + 1
+            methods["unreadable"] += 1
             print(f"warning: {f}: {e}", file=sys.stderr)
             continue
         raw_written += header.nbytes
         name = payload.METHOD_NAMES[header.method]
-        count(methods, name)
+        methods[name] += 1
         if name == "siren":
             fields = siren.read_body_fixed(payload.Reader(body))
-            count(widths, fields.width)
-            count(bits, fields.bits)
+            widths[fields.width] += 1
+            bits[fields.bits] += 1
         elif name == "sci":
             fields = sci.read_body_fixed(header.shape, payload.Reader(body))
-            count(blocks, len(fields.blocks))
-            count(bits, fields.bits)
+            blocks[len(fields.blocks)] += 1
+            bits[fields.bits] += 1
     raw_written = raw_written or int(np.prod(z.shape)) * z.dtype.itemsize
     out = {"path": a.path, "shape": list(z.shape), "dtype": str(z.dtype), "chunks": list(z.chunks),
            **_codec_config(z), "stored_files": len(files), "stored_bytes": stored,

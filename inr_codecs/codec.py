@@ -142,12 +142,14 @@ class InrCodec(Codec):
         lo, hi = value_range(arr)
         if lo == hi:
             return encode_constant(arr)
+        self.check_chunk(arr.shape, arr.dtype)
         return self.encode_array(arr, lo, hi)
 
     def decode(self, buf, out=None):
         return ndarray_copy(decode(buf), out) if out is not None else decode(buf)
 
     def encode_array(self, arr: np.ndarray, lo: float, hi: float) -> bytes:  # pragma: no cover
+        """Payload of a non-constant chunk whose shape and dtype passed :meth:`check_chunk`."""
         raise NotImplementedError
 
     def min_bytes(self, shape: tuple[int, ...], bits: int) -> int:  # pragma: no cover

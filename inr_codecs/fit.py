@@ -84,6 +84,11 @@ def _set_lr(opt, cfg: FitConfig, step: int, steps: int) -> None:
             g["lr"] = lr
 
 
+def _qat_start(cfg: FitConfig, steps: int, bits: int | None) -> int:
+    """First step trained through the quantiser (``steps`` if there is no QAT)."""
+    return steps - int(round(cfg.qat_fraction * steps)) if bits is not None else steps
+
+
 def fit(forward, params: list[np.ndarray], target: np.ndarray, shape: tuple[int, ...],
         cfg: FitConfig, bits: int | None = None, steps: int | None = None) -> list[np.ndarray]:
     """Train ``params`` so that ``forward(torch, params, coords)`` matches ``target``.
@@ -103,7 +108,7 @@ def fit(forward, params: list[np.ndarray], target: np.ndarray, shape: tuple[int,
     x_all = torch.from_numpy(grid_coords(shape, np.arange(n))).to(device) if n <= max(cfg.batch_size, 2**22) else None
     ps = [torch.tensor(p, device=device, requires_grad=True) for p in params]
     opt = _optimiser(cfg, ps)
-    qat_from = steps - int(round(cfg.qat_fraction * steps)) if bits is not None else steps
+    qat_from = _qat_start(cfg, steps, bits)
     for step in range(steps):
         _set_lr(opt, cfg, step, steps)
         if full:
@@ -148,7 +153,7 @@ def fit_blocks(forward, params: list[np.ndarray], masks: list[np.ndarray], targe
     ps = [torch.tensor(p, device=device, requires_grad=True) for p in params]
     ms = [torch.as_tensor(m, dtype=torch.float32, device=device) for m in masks]
     opt = _optimiser(cfg, ps)
-    qat_from = cfg.steps - int(round(cfg.qat_fraction * cfg.steps)) if bits is not None else cfg.steps
+    qat_from = _qat_start(cfg, cfg.steps, bits)
     for step in range(cfg.steps):
         _set_lr(opt, cfg, step, cfg.steps)
         u = torch.rand((n_blocks, k), generator=gen, dtype=torch.float64).to(device)

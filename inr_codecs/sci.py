@@ -324,7 +324,6 @@ def deblock(y: np.ndarray, blocks: list[Node], t: float) -> np.ndarray:
             s = blk.start[a]
             if s == 0:
                 continue
-
             planes = [blk.slices[:a] + (i,) + blk.slices[a + 1:] for i in (s - 2, s - 1, s, s + 1)]
             p1, p0, q0, q1 = (src[pl] for pl in planes)
             step = q0 - p0
@@ -439,9 +438,6 @@ class SCICodec(InrCodec):
     def _enc(self) -> int:
         return quant.ENCODINGS[self.encoding]
 
-    def _bits_stored(self) -> int:
-        return self.bits if self._enc == quant.QUANTISED else 0
-
     def _bpp(self, bits: int | None = None) -> float:
         return quant.bits_per_param_estimate(self._enc, self.bits if bits is None else bits)
 
@@ -521,7 +517,6 @@ class SCICodec(InrCodec):
 
     def encode_array(self, arr, lo, hi):
         shape = tuple(arr.shape)
-        self.check_chunk(shape, arr.dtype)
         plan = self.plan(arr, lo, hi)
         axes = coord_axes(shape)
         target = normalise(arr, lo, hi)
@@ -530,8 +525,8 @@ class SCICodec(InrCodec):
         header = header_for(arr, "sci")
         budget = budget_bytes(arr.nbytes, self.ratio)
         out, bits = pack_within_budget(
-            lambda b: self._pack(header, lo, hi, plan, layers, b, 0.0), self._bits_stored(), budget)
-        t = self._choose_deblock(plan, layers, bits, target.reshape(shape), axes)
+            lambda b: self._pack(header, lo, hi, plan, layers, b, 0.0), self._smallest_bits(), budget)
+        t = self._choose_deblock(out, target.reshape(shape))
         return self._pack(header, lo, hi, plan, layers, bits, t) if t else out
 
     def _fit(self, plan: Plan, nets: list[int], target, shape, axes) -> list[list[np.ndarray]]:
@@ -554,24 +549,25 @@ class SCICodec(InrCodec):
         starts = np.array([plan.blocks[i].start for i in nets])
         sides = np.array([plan.blocks[i].shape for i in nets])
         fitted = fit_blocks(lambda xp, p, x: forward(xp, p, x, self.w0), params, masks, target,
-                            shape, starts, sides, axes, self._fit_config(), self._bits_stored() or None)
+                            shape, starts, sides, axes, self._fit_config(), self._smallest_bits() or None)
         out = []
         for b, i in enumerate(nets):
             real = layer_shapes(in_dim, *plan.widths[i], self.depth)
             out.append([np.concatenate([p[b, :r - 1, :c], p[b, -1:, :c]]) for p, (r, c) in zip(fitted, real)])
         return out
 
-    def _choose_deblock(self, plan, layers, bits, target, axes) -> float:
-        if self.deblock == "off" or len(plan.blocks) == 1:
+    def _choose_deblock(self, packed: bytes, target: np.ndarray) -> float:
+        """The configured strength, or with "auto" the one (or none) that brings the decoded
+        chunk (``packed`` without filtering) closest to ``target`` (normalised)."""
+        if self.deblock == "off":
             return 0.0
         if not isinstance(self.deblock, str):
             return self.deblock
-        nets = iter([quant.fake_quantise(net, bits) if self._enc == quant.QUANTISED
-                     else [t.astype(np.float16).astype(np.float32) for t in net] for net in layers])
-        y = render(target.shape, plan.blocks,
-                   [plan.constants[i] if i in plan.constants else next(nets) for i in range(len(plan.blocks))],
-                   axes, self.w0)
-        errs = {t: float(np.mean((deblock(y, plan.blocks, t) - target) ** 2)) for t in (0.0,) + DEBLOCK_GRID}
+        header, body_bytes = payload.unpack(packed)
+        body, y = render_body(header.shape, payload.Reader(body_bytes))
+        if len(body.blocks) == 1:
+            return 0.0
+        errs = {t: float(np.mean((deblock(y, body.blocks, t) - target) ** 2)) for t in (0.0,) + DEBLOCK_GRID}
         return min(errs, key=lambda t: (errs[t], t))
 
     def _pack(self, header, lo, hi, plan: Plan, layers, bits: int, t: float) -> bytes:
@@ -589,7 +585,7 @@ class SCICodec(InrCodec):
 
 
 class Body(NamedTuple):
-    """Parsed SCI body (see the module docstring); ``nets`` are dequantised [W; b] matrices."""
+    """The fields of an SCI body before its tensors (see the module docstring)."""
 
     lo: float
     hi: float
@@ -640,9 +636,11 @@ def describe(data) -> Body:
     return read_body_fixed(header.shape, payload.Reader(body))
 
 
-def decode_body(header, r) -> np.ndarray:
-    body = read_body_fixed(header.shape, r)
-    axes = coord_axes(header.shape)
+def render_body(shape, r) -> tuple[Body, np.ndarray]:
+    """Parse a whole SCI body and evaluate its blocks: the fields and the normalised float32
+    chunk before deblocking."""
+    body = read_body_fixed(shape, r)
+    axes = coord_axes(shape)
     in_dim = len(axes)
     net_ids = [i for i, w in enumerate(body.widths) if w != (0, 0)]
     shapes = [layer_shapes(in_dim, *body.widths[i], body.depth) for i in net_ids]
@@ -651,8 +649,12 @@ def decode_body(header, r) -> np.ndarray:
     nets, off = {}, 0
     for i, sh in zip(net_ids, shapes):
         nets[i], off = flat[off:off + len(sh)], off + len(sh)
-    y = render(header.shape, body.blocks,
+    y = render(shape, body.blocks,
                [body.constants[i] if i in body.constants else nets[i] for i in range(len(body.blocks))],
                axes, body.w0)
-    y = deblock(y, body.blocks, body.deblock)
-    return denormalise(y.ravel(), body.lo, body.hi, header.dtype)
+    return body, y
+
+
+def decode_body(header, r) -> np.ndarray:
+    body, y = render_body(header.shape, r)
+    return denormalise(deblock(y, body.blocks, body.deblock).ravel(), body.lo, body.hi, header.dtype)

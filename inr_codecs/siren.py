@@ -151,7 +151,6 @@ class SIRENCodec(InrCodec):
 
     def encode_array(self, arr, lo, hi):
         shape, dt = tuple(arr.shape), arr.dtype
-        self.check_chunk(shape, dt)
         cfg = self._fit_config()
         target = normalise(arr, lo, hi)
         in_dim = len(coord_axes(shape))

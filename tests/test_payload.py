@@ -21,7 +21,7 @@ def test_header_round_trip(method, dtype, order, shape, body):
 
 
 @pytest.fixture(scope="module", params=["siren", "sci"])
-def siren_payload(request):
+def any_payload(request):
     """A payload of each method (SCI with four blocks, one of them constant)."""
     x = np.linspace(0, 1, 8 * 16 * 16, dtype=np.float32).reshape(8, 16, 16) ** 2
     if request.param == "siren":
@@ -30,13 +30,13 @@ def siren_payload(request):
     return fast_sci(ratio=1.5, a_max=4, partition="equidistant").encode(x)
 
 
-def test_decodes(siren_payload):
-    assert decode(siren_payload).shape == (8, 16, 16)
+def test_decodes(any_payload):
+    assert decode(any_payload).shape == (8, 16, 16)
 
 
 @given(data=st.data())
-def test_any_corruption_is_detected(siren_payload, data):
-    buf = bytearray(siren_payload)
+def test_any_corruption_is_detected(any_payload, data):
+    buf = bytearray(any_payload)
     positions = data.draw(st.lists(st.integers(0, len(buf) - 1), min_size=1, max_size=4, unique=True))
     for p in positions:
         buf[p] ^= data.draw(st.integers(1, 255))
@@ -45,27 +45,27 @@ def test_any_corruption_is_detected(siren_payload, data):
 
 
 @given(cut=st.integers(0, 10**6))
-def test_any_truncation_is_detected(siren_payload, cut):
-    n = cut % len(siren_payload)
+def test_any_truncation_is_detected(any_payload, cut):
+    n = cut % len(any_payload)
     with pytest.raises(PayloadError):
-        decode(siren_payload[:n])
+        decode(any_payload[:n])
 
 
 @given(extra=st.binary(min_size=1, max_size=16))
-def test_trailing_bytes_are_detected(siren_payload, extra):
+def test_trailing_bytes_are_detected(any_payload, extra):
     with pytest.raises(PayloadError):
-        decode(siren_payload + extra)
+        decode(any_payload + extra)
 
 
-def test_clear_messages(siren_payload):
+def test_clear_messages(any_payload):
     with pytest.raises(PayloadError, match="not an inr-codecs payload"):
-        decode(b"XXXX" + siren_payload[4:])
-    bumped = bytearray(siren_payload)
+        decode(b"XXXX" + any_payload[4:])
+    bumped = bytearray(any_payload)
     bumped[4] = 9
     with pytest.raises(PayloadError, match="version 9"):
         decode(bytes(bumped))
     with pytest.raises(PayloadError, match="checksum"):
-        decode(siren_payload[:-5] + bytes([siren_payload[-5] ^ 1]) + siren_payload[-4:])
+        decode(any_payload[:-5] + bytes([any_payload[-5] ^ 1]) + any_payload[-4:])
     with pytest.raises(PayloadError, match="too short"):
         decode(b"INRC")
 
