@@ -14,25 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import tempfile
 
 import numpy as np
-import zarr
 
 from inr_codecs import BudgetError, SIRENCodec
+from inr_codecs.bench.rd import machine
 from inr_codecs.datasets import load
 from inr_codecs.metrics import psnr, round_trip
 from inr_codecs.zarr3 import SIRENSerializer
-
-
-def machine() -> dict:
-    import torch
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": sys.version.split()[0], "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "zarr": zarr.__version__,
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
 def run_one(vol, chunks, ratio, serializer=SIRENSerializer, **cfg) -> dict:

@@ -1,8 +1,9 @@
-"""Command line: ``inr-codecs compress | info | export``.
+"""Command line: ``inr-codecs compress | info | export | bench``.
 
     inr-codecs compress nuclei.tif nuclei.zarr --ratio 64 --chunks 64,64,64
     inr-codecs info nuclei.zarr
     inr-codecs export nuclei.zarr nuclei-zstd.zarr      # standard codecs, via tensorstore
+    inr-codecs bench nuclei --ratios 64 256 --plot rd.png  # against classical codecs
 """
 from __future__ import annotations
 
@@ -230,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--zarr-format", type=int, choices=(2, 3), default=3)
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=cmd_export)
+    from .bench import rd
+    b = sub.add_parser("bench", help="rate-distortion benchmark against classical codecs",
+                       description=rd.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rd.build_parser(b).set_defaults(func=lambda a: rd.main(args=a))
     return p
 
 
