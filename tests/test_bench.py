@@ -153,3 +153,11 @@ def test_update_replaces_rows_and_keeps_slices(tmp_path, crop):
     keys = [(r["codec"], r["ratio_requested"]) for r in rd.read_json(out)["runs"]]
     assert keys == [("downsample", 16), ("sperr", 16), ("downsample", 32), ("sperr", 32)]
     assert res["updated"] and ("downsample", 16) in rd.read_json(out)["slices"]
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "float64"])
+def test_per_slice_codecs_round_trip_other_dtypes(dtype, crop):
+    codec = _available(classical.JPEG2000())
+    a = (crop.astype(np.float64) / 300).astype(dtype) if dtype != "int32" else crop.astype(np.int32) - 5
+    out = codec.decode(codec.encode(a, codec.hi), a.shape, a.dtype)
+    assert out.dtype == a.dtype and psnr(a, out) > 35

@@ -161,7 +161,10 @@ class ZFP(Classical):
     def encode(self, a, k):
         if a.dtype.kind in "iu":
             lo = int(a.min())
-            shift = max(0, 30 - int(int(a.max()) - lo).bit_length())
+            span = int(a.max()) - lo
+            if span >= 2 ** 31:
+                raise ValueError(f"ZFP's int32 path cannot hold a range of {span}")
+            shift = max(0, 30 - span.bit_length())
             x = (a.astype(np.int64) - lo).astype(np.int32) << shift
             return self._SHIFT.pack(lo, shift) + self._codec(k).encode(x)
         return self._codec(k).encode(np.ascontiguousarray(a, np.float32))
@@ -206,7 +209,7 @@ class _PerSlice(Classical):
     def _prepare(self, a):
         if a.dtype in (np.uint8, np.uint16):
             return b"", a
-        if a.dtype.kind in "iu" and int(a.max()) - int(a.min()) < 2 ** 16:
+        if a.dtype.kind in "iu" and a.dtype.itemsize <= 2:
             lo = int(a.min())
             return struct.pack("<q", lo), (a.astype(np.int64) - lo).astype(np.uint16)
         codes, side = _to_codes(a, 16)

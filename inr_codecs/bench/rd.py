@@ -131,6 +131,8 @@ def run_classical(vol, chunks, ratio, name):
     except classical.Unreachable as e:
         return {**row, "knob": {codec.knob: _plain(e.knob)}, "unreachable": str(e),
                 "max_ratio": round(vol.nbytes / e.nbytes, 1)}, None
+    except (ValueError, RuntimeError) as e:   # the library refused the data: report, go on
+        return {**row, "skipped": f"{codec.label} failed: {e}"}, None
     t = time.perf_counter()
     data = [codec.encode(p, knob) for p in pieces]
     encode_s = time.perf_counter() - t
