@@ -14,14 +14,16 @@ def _pyplot():
 def rd_plot(results: dict, path: str) -> None:
     """PSNR and SSIM against achieved ratio, one line per codec; inr-codecs solid, classical dashed."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     curves = {}
     for r in results["runs"]:
         if "psnr_db" in r:
             curves.setdefault((r["kind"], r["label"]), []).append(r)
-    for (kind, label), rows in curves.items():
+    colours = plt.get_cmap("tab20").colors
+    for i, ((kind, label), rows) in enumerate(curves.items()):
         rows.sort(key=lambda r: r["ratio_achieved"])
         style = dict(ls="-", lw=2.2, marker="o") if kind == "inr" else dict(ls="--", lw=1.2, marker="s", ms=4)
+        style["color"] = colours[(2 * i) % 20 + (2 * i) // 20]
         x = [r["ratio_achieved"] for r in rows]
         axes[0].plot(x, [r["psnr_db"] for r in rows], label=label, **style)
         if all(r.get("ssim") is not None for r in rows):
@@ -32,7 +34,7 @@ def rd_plot(results: dict, path: str) -> None:
         ax.set_xlabel("compression ratio (raw bytes / stored bytes)")
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7.5, loc="lower left")
+    axes[1].legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.02, 0.5))
     title = f"{results['volume']} ({shape} {results['dtype']}, chunks {'×'.join(map(str, results['chunks']))})"
     if any(kind == "inr" for kind, _ in curves):
         title += f"; INR codecs at {results['steps']} steps on {results['machine'].get('device', 'cpu')}"
@@ -53,7 +55,8 @@ def montage(results: dict, path: str, ratio) -> None:
     fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 4.6), squeeze=False)
     lo, hi = np.percentile(orig, [0.5, 99.8])
     errs = [np.abs(slices[(r["codec"], ratio)].astype(np.float64) - orig) for r in rows]
-    emax = max([np.percentile(e, 99.5) for e in errs] + [1e-9])
+    # one error scale for all: the median codec's 99.5th percentile, so one bad codec does not wash out the rest
+    emax = float(np.median([np.percentile(e, 99.5) for e in errs])) if errs else 1.0
     axes[0, 0].imshow(orig, cmap="gray", vmin=lo, vmax=hi)
     axes[0, 0].set_title("original", fontsize=8)
     for j, (r, e) in enumerate(zip(rows, errs), start=1):
