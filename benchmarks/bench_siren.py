@@ -16,40 +16,30 @@ import json
 import os
 import tempfile
 
-import numpy as np
 
 from inr_codecs import BudgetError, SIRENCodec
-from inr_codecs.bench.rd import machine
+from inr_codecs.bench.rd import machine, quality, write_json
 from inr_codecs.datasets import load
-from inr_codecs.metrics import psnr, round_trip
+from inr_codecs.metrics import round_trip
 from inr_codecs.zarr3 import SIRENSerializer
 
 
 def run_one(vol, chunks, ratio, serializer=SIRENSerializer, **cfg) -> dict:
     """Write ``vol`` with serializer(ratio, **cfg) to a local Zarr v3 array, read it back, measure."""
-    from skimage.metrics import structural_similarity
     with tempfile.TemporaryDirectory() as tmp:
-        out, t_enc, t_dec, stored = round_trip(vol, os.path.join(tmp, "a.zarr"), chunks,
-                                               serializer(ratio=ratio, **cfg))
-    x = vol.astype(np.float64)
+        rt = round_trip(vol, os.path.join(tmp, "a.zarr"), chunks, serializer(ratio=ratio, **cfg))
     mb = vol.nbytes / 1e6
-    return {
-        "ratio_achieved": round(vol.nbytes / stored, 2), "stored_bytes": stored,
-        "psnr_db": round(psnr(vol, out), 3),
-        "ssim": round(float(structural_similarity(x, out.astype(np.float64), data_range=float(x.max() - x.min()))), 4),
-        "max_abs_error": float(np.max(np.abs(x - out))),
-        "encode_s": round(t_enc, 2), "decode_s": round(t_dec, 3),
-        "encode_MBps": round(mb / t_enc, 4), "decode_MBps": round(mb / t_dec, 2),
-    }
+    return {"ratio_achieved": round(vol.nbytes / rt.stored_bytes, 2), "stored_bytes": rt.stored_bytes,
+            **quality(vol, rt.decoded),
+            "encode_s": round(rt.encode_s, 2), "decode_s": round(rt.decode_s, 3),
+            "encode_MBps": round(mb / rt.encode_s, 4), "decode_MBps": round(mb / rt.decode_s, 2)}
 
 
 def record(results: dict, row: dict, out: str) -> None:
     """Add a result row, print it, and rewrite the JSON file (so an interrupted run keeps its rows)."""
     results["runs"].append(row)
     print(json.dumps(row), flush=True)
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(results, f, indent=1)
+    write_json(results, out)
 
 
 def measure(name, vol, chunks, ratio, cfg) -> dict:

@@ -50,7 +50,8 @@ def chunk_regions(shape, chunks):
         yield tuple(slice(a, min(a + c, s)) for a, c, s in zip(start, chunks, shape))
 
 
-def _parse_ints(text):
+def parse_ints(text):
+    """``"64,64,64"`` -> ``(64, 64, 64)``; empty or None -> None."""
     return tuple(int(v) for v in text.split(",")) if text else None
 
 
@@ -76,7 +77,7 @@ def cmd_compress(a) -> int:
     import zarr
     src = read_source(a.source)
     shape, dtype = tuple(src.shape), np.dtype(src.dtype)
-    chunks = _parse_ints(a.chunks) or tuple(min(s, 64) for s in shape)
+    chunks = parse_ints(a.chunks) or tuple(min(s, 64) for s in shape)
     if len(chunks) != len(shape):
         raise ValueError(f"--chunks has {len(chunks)} values but the source has {len(shape)} axes {shape}")
     if os.path.exists(a.target) and not a.overwrite:
@@ -91,7 +92,7 @@ def cmd_compress(a) -> int:
                               compressors=codec, filters=None, overwrite=a.overwrite)
         write_grid = chunks
     else:
-        shards = _parse_ints(a.shards)
+        shards = parse_ints(a.shards)
         z = zarr.create_array(a.target, shape=shape, chunks=chunks, shards=shards, dtype=dtype,
                               serializer=codec, compressors=None, overwrite=a.overwrite)
         write_grid = shards or chunks

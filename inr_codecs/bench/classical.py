@@ -5,7 +5,7 @@ and back, given the shape and dtype a Zarr array's metadata would give it. Every
 decoder needs (an offset, a 12-bit scaling) is packed into those bytes and counted. The decoded
 array has the original dtype (rounded and clipped), as a Zarr codec would return it.
 
-:func:`steer` finds, for a whole volume's chunks at once, the knob whose total bytes come closest
+:meth:`Classical.steer` finds, for a whole volume's chunks at once, the knob whose total bytes come closest
 to a byte budget from below (the best quality the budget allows), or says the budget is out of
 the codec's reach and what ratio its most compressing setting gets.
 
@@ -91,6 +91,59 @@ class Classical:
     def first_guess(self, bits_per_value: float):
         """A knob value expected to land near ``bits_per_value``, or None to bisect from the ends."""
         return None
+
+    def steer(self, pieces, budget: int):
+        """Knob value whose total bytes over ``pieces`` (the chunks) are largest but <= ``budget``.
+
+        Returns ``(knob, encoded chunks, encodes tried)``; raises :class:`Unreachable` when even
+        the most compressing setting exceeds the budget. The knob is searched by bisection over
+        ``lo .. hi`` (on ``scale``), starting from :meth:`first_guess` where there is one.
+        """
+        tried = {}
+
+        def size(k):
+            if k not in tried:
+                tried[k] = [self.encode(p, k) for p in pieces]
+            return sum(map(len, tried[k]))
+
+        small, large = (self.lo, self.hi) if self.larger_when_up else (self.hi, self.lo)
+        if size(small) > budget:
+            raise Unreachable(small, size(small), f"{self.label} cannot reach this budget: its most "
+                              f"compressing setting ({self.knob}={small}) takes {size(small)} bytes > {budget}")
+        if size(large) <= budget:
+            return large, tried[large], len(tried)
+        a, b = small, large            # invariant: size(a) <= budget < size(b)
+
+        def narrow(m):
+            nonlocal a, b
+            if size(m) <= budget:
+                a = m
+            else:
+                b = m
+
+        # Rates in bits per value: start at the budget's rate and correct by the overshoot; rates
+        # are quantised (zfp: 1/64 bit per value in 3D), so bisection finishes the bracket.
+        guess = self.first_guess(8.0 * budget / sum(p.size for p in pieces))
+        for _ in range(4 if guess is not None else 0):
+            if not min(a, b) < guess < max(a, b):
+                break
+            narrow(guess)
+            if size(a) >= 0.995 * budget:
+                return a, tried[a], len(tried)
+            guess *= budget / size(guess) * (0.998 if size(guess) > budget else 1.0)
+        for _ in range(self.iterations):
+            if self.scale == "int":
+                if abs(b - a) <= 1:
+                    break
+                m = (a + b) // 2
+            elif self.scale == "log":
+                m = math.sqrt(a * b)
+            else:
+                m = (a + b) / 2
+            narrow(m)
+            if size(a) >= 0.995 * budget:
+                break
+        return a, tried[a], len(tried)
 
 
 def _imagecodecs(codec):
@@ -195,34 +248,37 @@ class _PerSlice(Classical):
         return b"".join(out)
 
     def decode(self, data, shape, dtype):
-        n = self._prefix_size(dtype)
+        n = self._side_bytes(dtype)
         prefix, pos, planes = data[:n], n, []
         for _ in range(shape[0]):
             (size,) = self._LEN.unpack_from(data, pos)
             pos += self._LEN.size
             planes.append(self._decode_slice(data[pos:pos + size]))
             pos += size
-        return to_dtype(self._restore(np.stack(planes), prefix, dtype), dtype)
+        return to_dtype(self._restore(np.stack(planes), prefix), dtype)
 
-    # Integer image codecs take unsigned 8/16-bit samples: signed data are offset by their
-    # minimum (8 bytes), floats mapped onto 16 bits (16 bytes).
+    @staticmethod
+    def _side_bytes(dtype) -> int:
+        """Image codecs take unsigned 8/16-bit samples: those go in as they are (0 bytes of side
+        information); other integers of <= 16 bits are offset by their minimum (8 bytes); the
+        rest are mapped onto 16-bit codes (their range, 16 bytes)."""
+        dtype = np.dtype(dtype)
+        if dtype in (np.uint8, np.uint16):
+            return 0
+        return 8 if dtype.kind in "iu" and dtype.itemsize <= 2 else _RANGE.size
+
     def _prepare(self, a):
-        if a.dtype in (np.uint8, np.uint16):
+        n = self._side_bytes(a.dtype)
+        if n == 0:
             return b"", a
-        if a.dtype.kind in "iu" and a.dtype.itemsize <= 2:
+        if n == 8:
             lo = int(a.min())
             return struct.pack("<q", lo), (a.astype(np.int64) - lo).astype(np.uint16)
         codes, side = _to_codes(a, 16)
         return side, codes
 
-    def _prefix_size(self, dtype):
-        dtype = np.dtype(dtype)
-        if dtype in (np.uint8, np.uint16):
-            return 0
-        return 8 if dtype.kind in "iu" and dtype.itemsize <= 2 else 16
-
-    def _restore(self, planes, prefix, dtype):
-        if not prefix:
+    def _restore(self, planes, prefix):
+        if len(prefix) == 0:
             return planes
         if len(prefix) == 8:
             return planes.astype(np.int64) + struct.unpack("<q", prefix)[0]
@@ -270,8 +326,6 @@ class _Video12(Classical):
     onto 0..4095 (its range, 16 bytes, travels with the bitstream)."""
 
     ndims = (3,)
-    scale = "int"
-    larger_when_up = False
 
     def encode(self, a, k):
         codes, side = _to_codes(a, 12)
@@ -315,6 +369,7 @@ class HEVC(_Video12):
     name, label, knob = "hevc", "HEVC 12-bit (x265)", "crf"
     lo, hi = 0.0, 46.0
     scale = "linear"          # x265 takes fractional CRF
+    larger_when_up = False
     preset = "medium"
 
     def missing(self):
@@ -346,7 +401,7 @@ class AV1(_Video12):
 
     name, label, knob = "av1", "AV1 sequence (libavif)", "quality"
     lo, hi = 0, 100
-    larger_when_up = True
+    scale = "int"
     speed = 6
 
     def missing(self):
@@ -382,11 +437,31 @@ class Downsample(Classical):
     def nbytes(self, shape, itemsize, f) -> int:
         return len(f) * self._F.size + math.prod(self._stored_shape(shape, f)) * itemsize
 
-    def candidates(self, shape):
-        """Factor tuples, up to 64 per axis (and the axis length)."""
+    @staticmethod
+    def _max_factors(shape) -> tuple[int, ...]:
+        """Largest factor tried per axis: the axis length, at most 64, and few enough that the
+        search stays under about two million tuples."""
+        cap = max(2, int(2_000_000 ** (1 / len(shape))))
+        return tuple(min(s, 64, cap) for s in shape)
+
+    def steer(self, pieces, budget: int):
+        """The factors whose stored bytes are the most within ``budget`` (then the most even);
+        no encode is needed to know the size."""
         import itertools
-        axes = [range(1, min(s, 64) + 1) for s in shape]
-        return itertools.product(*axes) if math.prod(len(r) for r in axes) <= 2_000_000 else ()
+        itemsize = pieces[0].dtype.itemsize
+        best = None
+        for f in itertools.product(*[range(1, m + 1) for m in self._max_factors(pieces[0].shape)]):
+            nb = sum(self.nbytes(p.shape, itemsize, f) for p in pieces)
+            if nb <= budget:
+                key = (nb, -(max(f) / min(f)))
+                if best is None or key > best[0]:
+                    best = (key, f)
+        if best is None:
+            f = self._max_factors(pieces[0].shape)
+            nb = sum(self.nbytes(p.shape, itemsize, f) for p in pieces)
+            raise Unreachable(f, nb, f"downsampling cannot reach this budget: factors {f} take {nb} bytes > {budget}")
+        f = best[1]
+        return f, [self.encode(p, f) for p in pieces], 1
 
     def encode(self, a, f):
         f = tuple(int(q) for q in f)
@@ -409,80 +484,3 @@ class Downsample(Classical):
 
 
 CODECS = {c.name: c for c in (SPERR(), SZ3(), ZFP(), JPEGXL(), JPEG2000(), HEVC(), AV1(), Downsample())}
-
-
-def steer(codec: Classical, pieces, budget: int):
-    """Knob value whose total bytes over ``pieces`` (the chunks) are largest but <= ``budget``.
-
-    Returns ``(knob, encoded chunks, encodes tried)``; raises :class:`Unreachable` when even the
-    most compressing setting exceeds the budget.
-    """
-    if isinstance(codec, Downsample):
-        return _steer_downsample(codec, pieces, budget)
-    tried = {}
-
-    def size(k):
-        if k not in tried:
-            tried[k] = [codec.encode(p, k) for p in pieces]
-        return sum(map(len, tried[k]))
-
-    lo, hi = codec.lo, codec.hi
-    small, large = (lo, hi) if codec.larger_when_up else (hi, lo)
-    if size(small) > budget:
-        raise Unreachable(small, size(small), f"{codec.label} cannot reach this budget: its most "
-                          f"compressing setting ({codec.knob}={small}) takes {size(small)} bytes > {budget}")
-    if size(large) <= budget:
-        return large, tried[large], len(tried)
-    a, b = small, large            # invariant: size(a) <= budget < size(b)
-
-    def narrow(m):
-        nonlocal a, b
-        if size(m) <= budget:
-            a = m
-        else:
-            b = m
-
-    def between(m):
-        return min(a, b) < m < max(a, b)
-
-    # Rates in bits per value: start at the budget's rate and correct by the overshoot; rates
-    # are quantised (zfp: 1/64 bit per value in 3D), so bisection finishes the bracket.
-    guess = codec.first_guess(8.0 * budget / sum(p.size for p in pieces))
-    for _ in range(4 if guess is not None else 0):
-        if not between(guess):
-            break
-        narrow(guess)
-        if size(a) >= 0.995 * budget:
-            return a, tried[a], len(tried)
-        guess *= budget / size(guess) * (0.998 if size(guess) > budget else 1.0)
-    for _ in range(codec.iterations):
-        if codec.scale == "int":
-            if abs(b - a) <= 1:
-                break
-            m = (a + b) // 2
-        elif codec.scale == "log":
-            m = math.sqrt(a * b)
-        else:
-            m = (a + b) / 2
-        narrow(m)
-        if size(a) >= 0.995 * budget:
-            break
-    return a, tried[a], len(tried)
-
-
-def _steer_downsample(codec, pieces, budget):
-    dtype = pieces[0].dtype
-    shape0 = pieces[0].shape
-    best = None
-    for f in codec.candidates(shape0):
-        nb = sum(codec.nbytes(p.shape, dtype.itemsize, f) for p in pieces)
-        if nb <= budget:
-            key = (nb, -(max(f) / min(f)))       # most bytes, then the most even factors
-            if best is None or key > best[0]:
-                best = (key, f)
-    if best is None:
-        f = tuple(min(s, 64) for s in shape0)
-        nb = sum(codec.nbytes(p.shape, dtype.itemsize, f) for p in pieces)
-        raise Unreachable(f, nb, f"downsampling cannot reach this budget: factors {f} take {nb} bytes > {budget}")
-    f = best[1]
-    return f, [codec.encode(p, f) for p in pieces], 1

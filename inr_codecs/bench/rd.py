@@ -6,7 +6,7 @@ The volume is cut into the same chunk grid for every codec (default: each axis h
 128), as a Zarr user would store it. An INR codec writes a real Zarr v3 array with its
 serializer at the requested ratio (its payloads never exceed ``chunk bytes / ratio``). A classical
 codec encodes every chunk with one setting of its rate knob, searched so that the chunks' total
-bytes are the largest that fit ``volume bytes / ratio`` (see :func:`classical.steer`); the knob is
+bytes are the largest that fit ``volume bytes / ratio`` (see :meth:`classical.Classical.steer`); the knob is
 recorded, and a ratio the codec cannot reach is recorded as unreachable with the ratio its most
 compressing setting gets. A codec that is not installed is recorded as skipped.
 
@@ -28,7 +28,8 @@ import time
 
 import numpy as np
 
-from ..cli import chunk_regions
+from ..cli import CODECS as INR_CODECS
+from ..cli import parse_ints, chunk_regions
 from ..metrics import psnr, round_trip
 from . import classical
 
@@ -101,8 +102,6 @@ def run_inr(vol, chunks, ratio, spec, steps):
     from ..codec import BudgetError
     from ..zarr3 import SERIALIZERS
     name, cfg = parse_spec(spec)
-    if name not in SERIALIZERS:
-        raise ValueError(f"unknown codec {name!r}; available: {', '.join([*SERIALIZERS, *classical.CODECS])}")
     cfg = {"steps": steps, **cfg}
     row = {"kind": "inr", "knob": {"ratio": ratio, **cfg}}
     try:
@@ -127,7 +126,7 @@ def run_classical(vol, chunks, ratio, name):
     pieces = [np.ascontiguousarray(vol[r]) for r in where]
     budget = int(vol.nbytes // ratio)
     try:
-        knob, _, tries = classical.steer(codec, pieces, budget)
+        knob, _, tries = codec.steer(pieces, budget)
     except classical.Unreachable as e:
         return {**row, "knob": {codec.knob: _plain(e.knob)}, "unreachable": str(e),
                 "max_ratio": round(vol.nbytes / e.nbytes, 1)}, None
@@ -158,7 +157,13 @@ def run(vol, name, ratios, specs, *, chunks=None, steps=300, acc_thresholds=(), 
     (written beside the JSON, see :func:`write_json`) for :func:`plots.montage`. With ``update``
     (earlier results of the same volume and settings) rows of the same codec and ratio are
     replaced and the others kept."""
+    for spec in specs:   # a typo fails here, not after hours of fitting
+        if parse_spec(spec)[0] not in (*INR_CODECS, *classical.CODECS):
+            raise ValueError(f"unknown codec {parse_spec(spec)[0]!r}; available: "
+                             f"{', '.join([*INR_CODECS, *classical.CODECS])}")
     chunks = tuple(chunks or default_chunks(vol.shape))
+    if len(chunks) != vol.ndim:
+        raise ValueError(f"chunks {chunks} have {len(chunks)} values but the volume has {vol.ndim} axes {vol.shape}")
     mb = vol.nbytes / 1e6
     results = {"volume": name, "shape": list(vol.shape), "dtype": str(vol.dtype), "chunks": list(chunks),
                "steps": steps, "acc_thresholds": list(acc_thresholds), "machine": machine(),
@@ -330,17 +335,10 @@ def main(argv=None, args=None) -> int:
     vol, name, taus = load_volume(a.volume)
     if a.acc is not None:
         taus = tuple(a.acc)
-    chunks = tuple(int(c) for c in a.chunks.split(",")) if a.chunks else None
-    if chunks and len(chunks) != vol.ndim:
-        raise ValueError(f"--chunks has {len(chunks)} values but the volume has {vol.ndim} axes {vol.shape}")
     specs = expand(a.codecs)
-    for s in specs:   # fail on a typo before hours of fitting
-        n = parse_spec(s)[0]
-        if n not in classical.CODECS and n not in LABELS:
-            raise ValueError(f"unknown codec {n!r}; available: {', '.join([*LABELS, *classical.CODECS])}")
     ratios = [int(r) if float(r).is_integer() else r for r in a.ratios]
     previous = read_json(a.out) if a.update and os.path.exists(a.out) else None
-    res = run(vol, name, ratios, specs, chunks=chunks, steps=a.steps, acc_thresholds=taus, out=a.out,
+    res = run(vol, name, ratios, specs, chunks=parse_ints(a.chunks), steps=a.steps, acc_thresholds=taus, out=a.out,
               update=previous, log=lambda s: print(s, file=sys.stderr, flush=True))
     ratios = list(dict.fromkeys(r["ratio_requested"] for r in res["runs"]))
     print(table_markdown(res))
