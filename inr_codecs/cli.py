@@ -12,35 +12,23 @@ import itertools
 import json
 import os
 import sys
-import time
 from collections import Counter
 
 import numpy as np
 
 from . import payload
 from .codec import BudgetError
-from .metrics import psnr_from, stored_chunk_bytes
+from .metrics import stored_chunk_bytes
 from .payload import PayloadError
 
 CODECS = ("siren", "sci")   # names of inr_codecs.zarr3.SERIALIZERS, listed here so --help needs no zarr
 
 
 def read_source(path: str):
-    """Open a volume lazily where the format allows: .npy, .tif/.tiff, .nii/.nii.gz, or a Zarr array."""
-    p = path.rstrip("/")
-    low = p.lower()
-    if low.endswith(".npy"):
-        return np.load(p, mmap_mode="r")
-    if low.endswith((".tif", ".tiff")):
-        import tifffile
-        return tifffile.imread(p)
-    if low.endswith((".nii", ".nii.gz")):
-        import nibabel
-        return nibabel.load(p).dataobj
-    if os.path.isdir(p):
-        import zarr
-        return zarr.open_array(p, mode="r")
-    raise ValueError(f"cannot read {path!r}: expected .npy, .tif, .nii(.gz) or a Zarr array directory")
+    """The whole volume at ``path`` (.npy, .tif/.tiff, .nii/.nii.gz or a Zarr array) as numpy."""
+    from .sources import open_source
+    src = open_source(path)
+    return src.read(tuple(slice(0, n) for n in src.shape))
 
 
 def chunk_regions(shape, chunks):
@@ -73,57 +61,58 @@ def make_codec(name: str, ratio: float, zarr_format: int, **options):
     return cls.codec_cls(ratio, **opts) if zarr_format == 2 else cls(ratio, **opts)
 
 
+def _fit_options(a) -> dict:
+    opts = dict(steps=a.steps, bits=a.bits, device=a.device, seed=a.seed)
+    if a.codec == "siren":
+        opts.update(target_psnr=a.target_psnr, sampling=a.sampling, plateau_steps=a.plateau_steps)
+    elif a.target_psnr or a.sampling or a.plateau_steps:
+        raise ValueError("--target-psnr, --sampling and --plateau-steps apply to --codec siren")
+    return opts
+
+
 def cmd_compress(a) -> int:
-    import zarr
-    src = read_source(a.source)
-    shape, dtype = tuple(src.shape), np.dtype(src.dtype)
-    chunks = parse_ints(a.chunks) or tuple(min(s, 64) for s in shape)
-    if len(chunks) != len(shape):
-        raise ValueError(f"--chunks has {len(chunks)} values but the source has {len(shape)} axes {shape}")
-    if os.path.exists(a.target) and not a.overwrite:
-        raise FileExistsError(f"{a.target} exists; pass --overwrite to replace it")
-    codec = make_codec(a.codec, a.ratio, a.zarr_format, steps=a.steps, bits=a.bits,
-                       device=a.device, seed=a.seed)
-    (codec if a.zarr_format == 2 else codec.codec).check_chunk(chunks, dtype)  # before touching the target
-    if a.zarr_format == 2:
-        if a.shards:
-            raise ValueError("--shards needs --zarr-format 3")
-        z = zarr.create_array(a.target, shape=shape, chunks=chunks, dtype=dtype, zarr_format=2,
-                              compressors=codec, filters=None, overwrite=a.overwrite)
-        write_grid = chunks
+    from .pipeline import compress
+    from .sources import open_source
+    src = open_source(a.source)
+    chunks = parse_ints(a.chunks) or tuple(min(s, 64) for s in src.shape)
+    if len(chunks) != len(src.shape):
+        raise ValueError(f"--chunks has {len(chunks)} values but the source has {len(src.shape)} axes {src.shape}")
+    shards = parse_ints(a.shards)
+    if shards and a.zarr_format == 2:
+        raise ValueError("--shards needs --zarr-format 3")
+    scheduler = a.scheduler
+    if a.scheduler_address:
+        from distributed import Client
+        scheduler = Client(a.scheduler_address)
+    run = dict(scheduler=scheduler, workers=a.workers, batch=a.batch, warm_start=a.warm_start,
+               verify=not a.no_verify, progress=not a.no_progress)
+    codec = make_codec(a.codec, a.ratio, 2, **_fit_options(a))
+    if a.ome:
+        from .ome import write_ome
+        ratios = [float(r) for r in a.ratios.split(",")] if a.ratios else None
+        results = write_ome(src, a.target, codec, ratios=ratios, levels=a.levels, chunks=chunks,
+                            ngff="0.4" if a.zarr_format == 2 else "0.5", overwrite=a.overwrite,
+                            shards=shards, **run)
     else:
-        shards = parse_ints(a.shards)
-        z = zarr.create_array(a.target, shape=shape, chunks=chunks, shards=shards, dtype=dtype,
-                              serializer=codec, compressors=None, overwrite=a.overwrite)
-        write_grid = shards or chunks
-    regions = list(chunk_regions(shape, write_grid))
-    bar = _progress(len(regions), "compress")
-    t0 = time.perf_counter()
-    for region in regions:
-        z[region] = np.asarray(src[region])
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - t0
-    stored, _ = stored_chunk_bytes(a.target)
-    raw = int(np.prod(shape)) * dtype.itemsize
-    summary = {"source": a.source, "target": a.target, "shape": list(shape), "dtype": str(dtype),
-               "chunks": list(chunks), "codec": a.codec, "ratio_requested": a.ratio,
-               "ratio_achieved": round(raw / max(stored, 1), 2), "seconds": round(seconds, 2),
-               "MB_per_s": round(raw / 1e6 / seconds, 4)}
-    if not a.no_verify:
-        sq_err, lo, hi = 0.0, np.inf, -np.inf
-        for region in chunk_regions(shape, write_grid):
-            x = np.asarray(src[region], np.float64)
-            sq_err += float(np.sum((x - z[region]) ** 2))
-            lo, hi = min(lo, x.min()), max(hi, x.max())
-        summary["psnr_db"] = round(psnr_from(sq_err / np.prod(shape), hi - lo), 3)
-    print(json.dumps(summary) if a.json else
-          f"{a.target}: ratio {summary['ratio_achieved']}x (asked {a.ratio:g}x)"
-          + (f", PSNR {summary['psnr_db']} dB" if "psnr_db" in summary else "")
-          + f", {summary['seconds']} s ({summary['MB_per_s']} MB/s)")
+        results = [compress(src, a.target, codec, chunks=chunks, shards=shards, zarr_format=a.zarr_format,
+                            overwrite=a.overwrite, **run)]
+    for level, r in enumerate(results):
+        summary = {"source": a.source, **r.summary(), "codec": a.codec, "ratio_requested": r.codec["ratio"],
+                   "ratio_achieved": round(r.ratio, 2), "MB_per_s": round(r.mb_per_s, 4)}
+        if r.psnr is not None:
+            summary["psnr_db"] = round(r.psnr, 3)
+        if a.ome:
+            summary["level"] = level
+        print(json.dumps(summary) if a.json else _summary_line(r))
     return 0
+
+
+def _summary_line(r) -> str:
+    out = f"{r.target}: ratio {r.ratio:.2f}x (asked {r.codec['ratio']:g}x)"
+    if r.psnr is not None:
+        out += f", PSNR {r.psnr:.2f} dB"
+    return out + (f", {r.seconds:.1f} s ({r.mb_per_s:.3g} MB/s); {r.chunks_encoded} chunks encoded, "
+                  f"{r.chunks_skipped} already stored, {r.chunks_empty} empty")
 
 
 def _codec_config(z) -> dict:
@@ -199,14 +188,15 @@ def cmd_export(a) -> int:
             bar.update(1)
     if bar is not None:
         bar.close()
-    print(f"{a.target}: {dtype} {tuple(shape)} written with zstd (zarr v{a.zarr_format}, readable by tensorstore and neuroglancer)")
+    print(f"{a.target}: {dtype} {tuple(shape)} written with zstd (zarr v{a.zarr_format}, "
+          "readable by tensorstore and neuroglancer)")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inr-codecs", description="Lossy neural codecs for Zarr arrays.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("compress", help="compress a volume into a Zarr array")
+    c = sub.add_parser("compress", help="compress a volume into a Zarr array (rerun to resume)")
     c.add_argument("source", help=".npy, .tif, .nii(.gz) or Zarr array")
     c.add_argument("target", help="Zarr array path to create")
     c.add_argument("--codec", default="siren", choices=CODECS)
@@ -218,8 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bits", type=int)
     c.add_argument("--device")
     c.add_argument("--seed", type=int)
-    c.add_argument("--overwrite", action="store_true")
-    c.add_argument("--no-verify", action="store_true", help="skip reading back to compute PSNR")
+    c.add_argument("--target-psnr", type=float, help="SIREN: stop a chunk's fit at this training PSNR (dB)")
+    c.add_argument("--plateau-steps", type=int, help="SIREN: stop a chunk's fit after this many steps without gain")
+    c.add_argument("--sampling", choices=("uniform", "error"), help="SIREN: voxels drawn per step")
+    c.add_argument("--warm-start", choices=("meta",), help="start every chunk from a learned initialisation")
+    c.add_argument("--scheduler", default="threads", choices=("threads", "processes", "sync"))
+    c.add_argument("--scheduler-address", help="dask.distributed scheduler to run on (e.g. tcp://host:8786)")
+    c.add_argument("--workers", type=int, help="parallel local tasks (default 1)")
+    c.add_argument("--batch", type=int, help="chunks fitted together per task (default 8 on CPU, 64 on CUDA)")
+    c.add_argument("--ome", action="store_true",
+                   help="write an OME-Zarr multiscale image (NGFF 0.5 with --zarr-format 3, 0.4 with 2)")
+    c.add_argument("--levels", type=int, default=1, help="--ome: resolution levels (each halves x, y, z)")
+    c.add_argument("--ratios", help="--ome: ratio per level, e.g. 64,32,16 (default --ratio for all)")
+    c.add_argument("--overwrite", action="store_true", help="replace the target (default: resume it)")
+    c.add_argument("--no-verify", action="store_true", help="skip decoding to compute PSNR")
+    c.add_argument("--no-progress", action="store_true")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.set_defaults(func=cmd_compress)
     i = sub.add_parser("info", help="codec, achieved ratio and payload summary of an array")
@@ -243,9 +246,13 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     try:
         return a.func(a)
-    except (BudgetError, FileExistsError, ValueError, TypeError, PayloadError) as e:
+    except (BudgetError, FileExistsError, FileNotFoundError, ValueError, TypeError, PayloadError) as e:
         print(f"inr-codecs {a.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"inr-codecs {a.cmd}: interrupted; what was written is kept, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

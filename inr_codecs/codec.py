@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from numcodecs.abc import Codec
@@ -20,6 +21,13 @@ _METHOD_MODULES = {payload.METHODS["siren"]: "inr_codecs.siren", payload.METHODS
 
 class BudgetError(ValueError):
     """The requested ratio leaves too few bytes for a useful network."""
+
+
+class Encoded(NamedTuple):
+    """One chunk's payload and the optimiser steps its network(s) took (0 for a constant chunk)."""
+
+    payload: bytes
+    steps: int
 
 
 def budget_bytes(raw_nbytes: int, ratio: float) -> int:
@@ -129,7 +137,7 @@ def read_range(r: Reader) -> tuple[float, float]:
 
 
 class InrCodec(Codec):
-    """Base numcodecs codec: subclasses set ``codec_id`` and implement ``encode_array``.
+    """Base numcodecs codec: subclasses set ``codec_id`` and implement ``encode_arrays``.
 
     Every public attribute is constructor configuration (JSON-serialisable); models and
     caches never live on the instance, so one instance serves concurrent threads.
@@ -138,18 +146,39 @@ class InrCodec(Codec):
     codec_id: str | None = None
 
     def encode(self, buf):
-        arr = as_chunk(buf)
-        lo, hi = value_range(arr)
-        if lo == hi:
-            return encode_constant(arr)
-        self.check_chunk(arr.shape, arr.dtype)
-        return self.encode_array(arr, lo, hi)
+        return self.encode_batch([buf])[0].payload
 
     def decode(self, buf, out=None):
         return ndarray_copy(decode(buf), out) if out is not None else decode(buf)
 
-    def encode_array(self, arr: np.ndarray, lo: float, hi: float) -> bytes:  # pragma: no cover
-        """Payload of a non-constant chunk whose shape and dtype passed :meth:`check_chunk`."""
+    def encode_batch(self, chunks: Sequence, *, init=None) -> list[Encoded]:
+        """Payloads of many chunks whose networks train together, in one batched model.
+
+        Each payload is in the format :meth:`encode` writes and decodes with :func:`decode`;
+        chunks of the same shape, dtype and memory order share a batch. ``init`` (SIRENCodec
+        only): initial network parameters for every chunk instead of the seeded SIREN
+        initialisation, e.g. a learned initialisation (``SIRENCodec.learn_init``).
+        """
+        arrs = [as_chunk(c) for c in chunks]
+        out: list[Encoded | None] = [None] * len(arrs)
+        groups: dict[tuple, list[int]] = {}
+        for i, arr in enumerate(arrs):
+            lo, hi = value_range(arr)
+            if lo == hi:
+                out[i] = Encoded(encode_constant(arr), 0)
+                continue
+            self.check_chunk(arr.shape, arr.dtype)
+            groups.setdefault((arr.shape, arr.dtype.str, memory_order(arr)), []).append(i)
+        for members in groups.values():
+            done = self.encode_arrays([arrs[i] for i in members], [value_range(arrs[i]) for i in members], init)
+            for i, enc in zip(members, done):
+                out[i] = enc
+        return out
+
+    def encode_arrays(self, arrs: list[np.ndarray], ranges: list[tuple[float, float]],
+                      init=None) -> list[Encoded]:  # pragma: no cover
+        """Payloads of non-constant chunks of one shape, dtype and order that passed
+        :meth:`check_chunk`, trained as one batch; ``ranges`` are their (min, max)."""
         raise NotImplementedError
 
     def min_bytes(self, shape: tuple[int, ...], bits: int) -> int:  # pragma: no cover

@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import payload, quant
-from .codec import (InrCodec, budget_bytes, check_ratio, denormalise, header_for, normalise,
+from .codec import (Encoded, InrCodec, budget_bytes, check_ratio, denormalise, header_for, normalise,
                     pack_range, pack_within_budget, read_range)
 from .fit import FitConfig, fit_blocks
 from .nn import coord_axes, funnel_widths, grid_coords, mlp_shapes, param_count, siren_forward, siren_init
@@ -398,6 +398,8 @@ class SCICodec(InrCodec):
     device : {"auto", "cpu", "cuda", "cuda:N"}, default "auto"
     seed : int, default 0
         Seeds initialisation and sampling: on CPU the same chunk gives the same payload.
+    precision : {"highest", "high"}, default "highest"
+        "high" lets CUDA use TF32 matmuls while fitting (no effect on CPU).
     """
 
     codec_id = "inr_codecs.sci"
@@ -405,7 +407,7 @@ class SCICodec(InrCodec):
     def __init__(self, ratio, *, depth=6, w0=20.0, fr=2.2, M=1, a_max=None, levels=None,
                  partition="adaptive", allocation="size_over_d", deblock="auto", bits=8,
                  encoding="quantised", steps=1000, batch_size=16384, lr=1e-3, lr_schedule="cosine",
-                 optimizer="adamax", qat_fraction=0.1, device="auto", seed=0):
+                 optimizer="adamax", qat_fraction=0.1, device="auto", seed=0, precision="highest"):
         self.ratio = check_ratio(ratio)
         if not 2 <= int(depth) <= 255:
             raise ValueError(f"depth must be in 2..255, not {depth}")
@@ -440,11 +442,12 @@ class SCICodec(InrCodec):
         self.steps, self.batch_size, self.lr = int(steps), int(batch_size), float(lr)
         self.lr_schedule, self.optimizer = lr_schedule, optimizer
         self.qat_fraction, self.device, self.seed = float(qat_fraction), device, int(seed)
+        self.precision = precision
         self._fit_config()
 
     def _fit_config(self) -> FitConfig:
         return FitConfig(self.steps, self.batch_size, self.lr, self.lr_schedule, self.optimizer,
-                         self.qat_fraction, self.device, self.seed)
+                         self.qat_fraction, self.device, self.seed, precision=self.precision)
 
     # sizes -------------------------------------------------------------------------------
     @property
@@ -528,45 +531,73 @@ class SCICodec(InrCodec):
                     param_count(layer_shapes(in_dim, *widths[i], self.depth)))
         return Plan(blocks, flags, np.array([D[b] for b in blocks]), widths, constants)
 
-    def encode_array(self, arr, lo, hi):
-        shape = tuple(arr.shape)
-        plan = self.plan(arr, lo, hi)
-        axes = coord_axes(shape)
-        target = normalise(arr, lo, hi)
-        nets = [i for i, w in enumerate(plan.widths) if w != (0, 0)]
-        layers = self._fit(plan, nets, target, shape, axes) if nets else []
-        header = header_for(arr, "sci")
-        budget = budget_bytes(arr.nbytes, self.ratio)
-        out, bits = pack_within_budget(
-            lambda b: self._pack(header, lo, hi, plan, layers, b, 0.0), self._smallest_bits(), budget)
-        t = self._choose_deblock(out, target.reshape(shape))
-        return self._pack(header, lo, hi, plan, layers, bits, t) if t else out
-
-    def _fit(self, plan: Plan, nets: list[int], target, shape, axes) -> list[list[np.ndarray]]:
-        """Train every network block of the chunk at once (padded to common widths, masked)."""
-        in_dim = len(axes)
-        w1_max = max(plan.widths[i][0] for i in nets)
-        w_max = max(plan.widths[i][1] for i in nets)
-        padded = layer_shapes(in_dim, w1_max, w_max, self.depth)
-        params = [np.zeros((len(nets),) + s, np.float32) for s in padded]
-        masks = [np.zeros_like(p) for p in params]
-        for b, i in enumerate(nets):
-            real = layer_shapes(in_dim, *plan.widths[i], self.depth)
-            init = siren_init(np.random.default_rng([self.seed, b]),
-                              block_shapes(in_dim, *plan.widths[i], self.depth), self.w0)
-            for layer, ((r, c), W, bias) in enumerate(zip(real, init[::2], init[1::2])):
-                params[layer][b, :r - 1, :c] = W
-                params[layer][b, -1, :c] = bias
-                masks[layer][b, :r - 1, :c] = 1
-                masks[layer][b, -1, :c] = 1
-        starts = np.array([plan.blocks[i].start for i in nets])
-        sides = np.array([plan.blocks[i].shape for i in nets])
-        fitted = fit_blocks(lambda xp, p, x: forward(xp, p, x, self.w0), params, masks, target,
-                            shape, starts, sides, axes, self._fit_config(), self._smallest_bits() or None)
+    def encode_arrays(self, arrs, ranges, init=None):
+        if init is not None:
+            raise ValueError("SCICodec has no warm start: its block networks differ from chunk to chunk")
+        shape = tuple(arrs[0].shape)
+        plans = [self.plan(a, lo, hi) for a, (lo, hi) in zip(arrs, ranges)]
+        targets = [normalise(a, lo, hi) for a, (lo, hi) in zip(arrs, ranges)]
+        nets = [[i for i, w in enumerate(p.widths) if w != (0, 0)] for p in plans]
+        layers: list[list] = [[] for _ in arrs]
+        groups: dict[int, list[int]] = {}
+        for c, net in enumerate(nets):         # chunks with as many networks train together
+            if net:
+                groups.setdefault(len(net), []).append(c)
+        for members in groups.values():
+            for c, fitted in zip(members, self._fit([plans[c] for c in members], [nets[c] for c in members],
+                                                    np.concatenate([targets[c] for c in members]), shape)):
+                layers[c] = fitted
+        header = header_for(arrs[0], "sci")
+        budget = budget_bytes(arrs[0].nbytes, self.ratio)
         out = []
-        for b, i in enumerate(nets):
-            real = layer_shapes(in_dim, *plan.widths[i], self.depth)
-            out.append([np.concatenate([p[b, :r - 1, :c], p[b, -1:, :c]]) for p, (r, c) in zip(fitted, real)])
+        for (lo, hi), plan, lay, target in zip(ranges, plans, layers, targets):
+            packed, bits = pack_within_budget(
+                lambda b: self._pack(header, lo, hi, plan, lay, b, 0.0), self._smallest_bits(), budget)
+            t = self._choose_deblock(packed, target.reshape(shape))
+            out.append(Encoded(self._pack(header, lo, hi, plan, lay, bits, t) if t else packed,
+                               self.steps if lay else 0))
+        return out
+
+    def _fit(self, plans: list[Plan], nets: list[list[int]], target, shape) -> list[list[list[np.ndarray]]]:
+        """Train every network block of the chunks at once (padded to common widths, masked).
+
+        The chunks are stacked on a new leading axis (``target`` is their values one after the
+        other), so a block of chunk c is the box ``(c, *start)`` of sides ``(1, *sides)``.
+        Returns, per chunk, per network block, its layers as (fan_in + 1, fan_out) matrices.
+        """
+        axes = coord_axes(shape)
+        in_dim = len(axes)
+        widths = [plan.widths[i] for plan, net in zip(plans, nets) for i in net]
+        padded = layer_shapes(in_dim, max(w[0] for w in widths), max(w[1] for w in widths), self.depth)
+        params = [np.zeros((len(widths),) + s, np.float32) for s in padded]
+        masks = [np.zeros_like(p) for p in params]
+        starts, sides = [], []
+        b = 0
+        for c, (plan, net) in enumerate(zip(plans, nets)):
+            for j, i in enumerate(net):
+                real = layer_shapes(in_dim, *plan.widths[i], self.depth)
+                init = siren_init(np.random.default_rng([self.seed, j]),
+                                  block_shapes(in_dim, *plan.widths[i], self.depth), self.w0)
+                for layer, ((r, cols), W, bias) in enumerate(zip(real, init[::2], init[1::2])):
+                    params[layer][b, :r - 1, :cols] = W
+                    params[layer][b, -1, :cols] = bias
+                    masks[layer][b, :r - 1, :cols] = 1
+                    masks[layer][b, -1, :cols] = 1
+                starts.append((c,) + plan.blocks[i].start)
+                sides.append((1,) + plan.blocks[i].shape)
+                b += 1
+        fitted = fit_blocks(lambda xp, p, x: forward(xp, p, x, self.w0), params, masks, target,
+                            (len(plans),) + tuple(shape), np.array(starts), np.array(sides), [a + 1 for a in axes],
+                            self._fit_config(), self._smallest_bits() or None)
+        out, b = [], 0
+        for plan, net in zip(plans, nets):
+            chunk = []
+            for i in net:
+                real = layer_shapes(in_dim, *plan.widths[i], self.depth)
+                chunk.append([np.concatenate([p[b, :r - 1, :cols], p[b, -1:, :cols]])
+                              for p, (r, cols) in zip(fitted, real)])
+                b += 1
+            out.append(chunk)
         return out
 
     def _choose_deblock(self, packed: bytes, target: np.ndarray) -> float:

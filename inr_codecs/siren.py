@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import struct
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
 
 from . import payload, quant
-from .codec import (InrCodec, budget_bytes, check_ratio, denormalise, header_for, normalise,
-                    pack_range, pack_within_budget, read_range)
+from .codec import (Encoded, InrCodec, as_chunk, budget_bytes, check_ratio, denormalise, header_for, normalise,
+                    pack_range, pack_within_budget, read_range, value_range)
 from .fit import FitConfig, fit
 from .nn import coord_axes, grid_coords, siren_forward, siren_init, siren_param_count, siren_shapes
 from .payload import PayloadError
@@ -99,13 +100,25 @@ class SIRENCodec(InrCodec):
     device : {"auto", "cpu", "cuda", "cuda:N"}, default "auto"
     seed : int, default 0
         Seeds initialisation and sampling: on CPU the same chunk gives the same payload.
+    sampling : {"uniform", "error"}, default "uniform"
+        Voxels drawn each step: uniformly (one draw shared by a batch of chunks), or half
+        uniformly and half in proportion to each voxel's last seen squared error.
+    target_psnr : float or None, default None
+        Early stopping: a chunk's network stops (then gets its quantisation-aware steps) once
+        its smoothed training PSNR (peak = the chunk's max - min) reaches this many dB.
+    plateau_steps : int or None, default None
+        Early stopping: stop once the smoothed training PSNR has gained less than 0.05 dB in
+        this many steps.
+    precision : {"highest", "high"}, default "highest"
+        "high" lets CUDA use TF32 matmuls while fitting (no effect on CPU).
     """
 
     codec_id = "inr_codecs.siren"
 
     def __init__(self, ratio, *, depth=6, w0=20.0, width=None, bits=8, encoding="quantised",
                  steps=1000, batch_size=16384, lr=1e-3, lr_schedule="cosine", optimizer="adam",
-                 qat_fraction=0.1, device="auto", seed=0):
+                 qat_fraction=0.1, device="auto", seed=0, sampling="uniform", target_psnr=None,
+                 plateau_steps=None, precision="highest"):
         self.ratio = check_ratio(ratio)
         if int(depth) < 1 or int(depth) > 255:
             raise ValueError(f"depth must be in 1..255, not {depth}")
@@ -124,11 +137,15 @@ class SIRENCodec(InrCodec):
         self.steps, self.batch_size, self.lr = int(steps), int(batch_size), float(lr)
         self.lr_schedule, self.optimizer = lr_schedule, optimizer
         self.qat_fraction, self.device, self.seed = float(qat_fraction), device, int(seed)
+        self.sampling, self.precision = sampling, precision
+        self.target_psnr = None if target_psnr is None else float(target_psnr)
+        self.plateau_steps = None if plateau_steps is None else int(plateau_steps)
         self._fit_config()  # validates the fitting options now, not at the first encode
 
     def _fit_config(self) -> FitConfig:
         return FitConfig(self.steps, self.batch_size, self.lr, self.lr_schedule, self.optimizer,
-                         self.qat_fraction, self.device, self.seed)
+                         self.qat_fraction, self.device, self.seed, self.sampling, self.target_psnr,
+                         self.plateau_steps, self.precision)
 
     def _candidate_bits(self) -> tuple[int, ...]:
         if self.encoding == "float16":
@@ -149,42 +166,115 @@ class SIRENCodec(InrCodec):
     def _smallest_bits(self) -> int:
         return min(self._candidate_bits())
 
-    def encode_array(self, arr, lo, hi):
-        shape, dt = tuple(arr.shape), arr.dtype
+    def _init(self, in_dim: int, width: int) -> list[np.ndarray]:
+        return siren_init(np.random.default_rng(self.seed), siren_shapes(in_dim, width, self.depth), self.w0)
+
+    def encode_arrays(self, arrs, ranges, init=None):
+        shape = tuple(arrs[0].shape)
         cfg = self._fit_config()
-        target = normalise(arr, lo, hi)
-        in_dim = len(coord_axes(shape))
+        targets = np.stack([normalise(a, lo, hi) for a, (lo, hi) in zip(arrs, ranges)])
         enc = quant.ENCODINGS[self.encoding]
-        forward = lambda xp, p, x: siren_forward(xp, p, x, self.w0)
-        candidates = [(b, self._width_for(shape, dt.itemsize, b)) for b in self._candidate_bits()]
+        candidates = [(b, self._width_for(shape, arrs[0].dtype.itemsize, b)) for b in self._candidate_bits()]
         candidates = [(b, w) for b, w in candidates if w >= MIN_WIDTH]
-        init = lambda w: siren_init(np.random.default_rng(self.seed), siren_shapes(in_dim, w, self.depth),
-                                    self.w0)
+        if init is not None:
+            init = self._check_init(init, shape, candidates)
+        n = len(arrs)
         if len(candidates) == 1:
             bits, width = candidates[0]
-            params = fit(forward, init(width), target, shape, cfg, bits or None)
+            start = init if init is not None else self._init(len(coord_axes(shape)), width)
+            fitted = fit(self._forward, _repeat(start, n), targets, shape, cfg, bits or None)
+            chosen = [(bits, width, [p[i] for p in fitted.params], int(fitted.steps[i])) for i in range(n)]
         else:
-            pilot = max(1, int(cfg.steps * PILOT_FRACTION))
-            probe = np.random.default_rng(self.seed).integers(0, target.size, min(target.size, 1 << 15))
-            best = None
-            for b, w in candidates:
-                p = fit(forward, init(w), target, shape, cfg, None, steps=pilot)
-                pq = quant.fake_quantise(p, b)
-                err = np.mean((siren_forward(np, pq, grid_coords(shape, probe), self.w0)[:, 0]
-                               - target[probe]) ** 2)
-                if best is None or err < best[0]:
-                    best = (err, b, w, p)
-            _, bits, width, p = best
-            params = fit(forward, p, target, shape, cfg, bits, steps=max(1, cfg.steps - pilot))
-        return self._pack(header_for(arr, "siren"), lo, hi, width, enc, bits, params)
+            chosen = self._fit_auto_bits(targets, shape, cfg, candidates)
+        header = header_for(arrs[0], "siren")
+        return [Encoded(self._pack(header, lo, hi, width, enc, bits, params), steps)
+                for (lo, hi), (bits, width, params, steps) in zip(ranges, chosen)]
+
+    def _forward(self, xp, params, x):
+        return siren_forward(xp, params, x, self.w0)
+
+    def _fit_auto_bits(self, targets, shape, cfg, candidates):
+        """``bits=None``: a pilot fit per candidate bit depth; each chunk goes on with the one
+        whose quantised pilot network has the lowest error on a probe set of voxels."""
+        n = len(targets)
+        pilot = max(1, int(cfg.steps * PILOT_FRACTION))
+        probe = np.random.default_rng(self.seed).integers(0, targets.shape[1], min(targets.shape[1], 1 << 15))
+        x = grid_coords(shape, probe)
+        errs, pilots = [], []
+        for b, w in candidates:
+            p = fit(self._forward, _repeat(self._init(len(coord_axes(shape)), w), n), targets, shape, cfg,
+                    None, steps=pilot).params
+            pq = [[quant.fake_quantise([t[i] for t in p], b)] for i in range(n)]
+            errs.append([np.mean((siren_forward(np, q[0], x, self.w0)[:, 0] - targets[i, probe]) ** 2)
+                         for i, q in enumerate(pq)])
+            pilots.append(p)
+        pick = np.argmin(np.array(errs), 0)
+        chosen: list = [None] * n
+        for c, (b, w) in enumerate(candidates):
+            members = np.flatnonzero(pick == c)
+            if len(members):
+                fitted = fit(self._forward, [p[members] for p in pilots[c]], targets[members], shape, cfg, b,
+                             steps=max(1, cfg.steps - pilot))
+                for j, i in enumerate(members):
+                    chosen[i] = (b, w, [p[j] for p in fitted.params], pilot + int(fitted.steps[j]))
+        return chosen
+
+    def _check_init(self, init, shape, candidates):
+        init = [np.asarray(p, np.float32) for p in init]
+        if len(candidates) != 1:
+            raise ValueError("init needs a fixed bit depth (bits=None tries several network sizes)")
+        want = siren_shapes(len(coord_axes(shape)), candidates[0][1], self.depth)
+        if [p.shape for p in init] != [tuple(s) for s in want]:
+            raise ValueError(f"init has tensor shapes {[p.shape for p in init]}, but {shape} chunks at ratio "
+                             f"{self.ratio:g} train a SIREN with shapes {want}")
+        return init
+
+    def learn_init(self, chunks, *, rounds: int = 10, inner_steps: int | None = None,
+                   meta_lr: float = 0.5) -> list[np.ndarray]:
+        """A learned initialisation (Reptile, Nichol et al. 2018) for chunks like ``chunks``.
+
+        Every round fits ``inner_steps`` steps (default ``steps // 10``) from the current
+        initialisation to every chunk at once, then moves the initialisation ``meta_lr`` of
+        the way to the mean of the fitted networks. Pass the result as ``encode_batch(init=)``:
+        the networks start nearer a fit, so fewer steps reach a given quality. Constant chunks
+        are skipped; the chunks must share one shape. Deterministic given ``seed`` on CPU.
+        """
+        arrs = [as_chunk(c) for c in chunks]
+        arrs = [a for a in arrs if a.min() != a.max()]
+        if not arrs:
+            raise ValueError("learn_init needs at least one non-constant chunk")
+        shape = tuple(arrs[0].shape)
+        if any(a.shape != shape for a in arrs):
+            raise ValueError("learn_init needs chunks of one shape")
+        self.check_chunk(shape, arrs[0].dtype)
+        candidates = [(b, self._width_for(shape, arrs[0].dtype.itemsize, b)) for b in self._candidate_bits()]
+        if len(candidates) != 1:
+            raise ValueError("learn_init needs a fixed bit depth (bits=None tries several network sizes)")
+        targets = np.stack([normalise(a, *value_range(a)) for a in arrs])
+        cfg = replace(self._fit_config(), lr_schedule="constant", target_psnr=None, plateau_steps=None)
+        theta = self._init(len(coord_axes(shape)), candidates[0][1])
+        inner = inner_steps or max(1, self.steps // 10)
+        for r in range(rounds):
+            cfg_r = replace(cfg, seed=self.seed + r)
+            fitted = fit(self._forward, _repeat(theta, len(arrs)), targets, shape, cfg_r, None, steps=inner).params
+            theta = [t + meta_lr * (f.mean(0) - t) for t, f in zip(theta, fitted)]
+        return [t.astype(np.float32) for t in theta]
 
     def _pack(self, header, lo, hi, width, enc, bits, params) -> bytes:
         """Serialise within the budget; with ``bits=None`` slack buys extra bits."""
         fixed = pack_range(lo, hi)
-        encode = lambda b: payload.pack(header, fixed + _FIXED.pack(
-            PIXEL_CENTRES, self.w0, self.depth, width, enc, b) + quant.encode_tensors(params, enc, b))
+
+        def encode(b):
+            return payload.pack(header, fixed + _FIXED.pack(PIXEL_CENTRES, self.w0, self.depth, width, enc, b)
+                                + quant.encode_tensors(params, enc, b))
+
         return pack_within_budget(encode, bits, budget_bytes(header.nbytes, self.ratio),
                                   grow=self.bits is None)[0]
+
+
+def _repeat(params: list[np.ndarray], n: int) -> list[np.ndarray]:
+    """The same parameters for n networks (a leading axis of n)."""
+    return [np.repeat(p[None], n, 0) for p in params]
 
 
 class Body(NamedTuple):

@@ -1,0 +1,470 @@
+"""Whole-array compression: many chunks fitted at once, in parallel with Dask, resumable.
+
+    from inr_codecs import SIRENCodec, compress
+    result = compress("nuclei.tif", "nuclei.zarr", SIRENCodec(ratio=64), chunks=(64, 64, 64))
+    print(result.ratio, result.psnr, result.seconds)
+
+How it works: the array's write units (chunks, or shards of a sharded Zarr v3 array) are
+cut into fixed *groups*; one Dask task reads a group's chunks from the source, trains their
+networks together (:meth:`InrCodec.encode_batch`) and writes the payloads straight into the
+store (:class:`~inr_codecs.zarr_io.Layout`), so the result is a normal Zarr array that the
+codec reads. The groups depend only on the array's geometry and ``batch``, never on what is
+already written; a rerun of the same call skips every unit already stored intact and fits
+the groups still missing one, exactly as the first run would have (so on CPU, given the
+codec's seed, the result is byte for byte that of an uninterrupted run), writing only the
+missing units. A unit is written by one store operation, so no chunk is written twice; a
+unit left truncated by a killed process fails its checksum and is written again.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .codec import InrCodec, decode
+from .sources import ArraySource, Source, open_source
+
+SCHEDULERS = ("threads", "processes", "sync")
+WARM_STARTS = (None, "meta")
+META_SAMPLE = 8             # chunks a learned initialisation is fitted to
+
+
+@dataclass
+class Result:
+    """What :func:`compress` did. Byte counts are of chunk data (metadata excluded)."""
+
+    target: str
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...]
+    codec: dict
+    chunks_total: int = 0
+    chunks_encoded: int = 0     # fitted and written by this call
+    chunks_skipped: int = 0     # already stored intact (resumed)
+    chunks_empty: int = 0       # equal to the fill value everywhere: not stored, as zarr does
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    seconds: float = 0.0
+    fit_steps: int = 0          # optimiser steps over the chunks encoded by this call
+    psnr: float | None = None   # over the whole array, peak = max - min (None without verify)
+    max_abs_error: float | None = None
+    _sq_err: float = field(default=0.0, repr=False)
+    _lo: float = field(default=math.inf, repr=False)
+    _hi: float = field(default=-math.inf, repr=False)
+
+    @property
+    def ratio(self) -> float:
+        """Raw bytes of the array over stored chunk bytes."""
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else math.inf
+
+    @property
+    def mb_per_s(self) -> float:
+        """Megabytes of source compressed (or checked) per second of this call."""
+        return self.raw_bytes / 1e6 / self.seconds if self.seconds else math.inf
+
+    def add(self, part: dict) -> None:
+        for k in ("chunks_encoded", "chunks_skipped", "chunks_empty", "stored_bytes", "fit_steps"):
+            setattr(self, k, getattr(self, k) + part[k])
+        self._sq_err += part["sq_err"]
+        self._lo, self._hi = min(self._lo, part["lo"]), max(self._hi, part["hi"])
+        if part["max_abs"] is not None:
+            self.max_abs_error = max(self.max_abs_error or 0.0, part["max_abs"])
+
+    def running_psnr(self, voxels: int) -> float | None:
+        if not voxels or self._hi < self._lo:
+            return None
+        from .metrics import psnr_from
+        return psnr_from(self._sq_err / voxels, self._hi - self._lo)
+
+    def summary(self) -> dict:
+        """JSON-ready summary."""
+        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        out.update(shape=list(self.shape), chunks=list(self.chunks), ratio=round(self.ratio, 3),
+                   mb_per_s=round(self.mb_per_s, 4), seconds=round(self.seconds, 3))
+        if self.psnr is not None:
+            out["psnr"] = round(self.psnr, 3)
+        return out
+
+
+# --- the task ------------------------------------------------------------------------------
+
+def _encode_group(layout, source, units, init, verify: bool, torch_threads: int | None) -> dict:
+    """Fit and write one group of write units; returns its statistics (see ``Result.add``).
+
+    ``source`` is a :class:`Source` or a dict of each unit's region data (small sources sent
+    to process workers). Units already stored intact are not written; if any unit of the
+    group must be written, every non-empty chunk of the group is fitted (same batch as an
+    uninterrupted run), and only the missing units' payloads are written.
+    """
+    t0 = time.perf_counter()
+    if torch_threads:
+        _set_torch_threads(torch_threads)
+    stats = dict(chunks_encoded=0, chunks_skipped=0, chunks_empty=0, stored_bytes=0, fit_steps=0,
+                 sq_err=0.0, lo=math.inf, hi=-math.inf, max_abs=None, voxels=0)
+    status = {u: layout.status(u) for u in units}
+    chunks = [(u, c) for u in units for c in layout.unit_chunks(u)]
+    data = {}
+    for u in units:
+        region = layout.unit_region(u)
+        block = source[u] if isinstance(source, dict) else source.read(region)
+        for c in layout.unit_chunks(u):
+            cr = layout.chunk_region(c)
+            data[c] = block[tuple(slice(a.start - r.start, a.stop - r.start) for a, r in zip(cr, region))]
+    todo = [u for u in units if status[u] != "ok"]
+    payloads: dict = {}
+    if todo:
+        fit_chunks = [c for _, c in chunks if not layout.is_empty(data[c])]
+        encoded = layout.codec.encode_batch([layout.pad(data[c]) for c in fit_chunks], init=init)
+        payloads = {c: e.payload for c, e in zip(fit_chunks, encoded)}
+        steps = {c: e.steps for c, e in zip(fit_chunks, encoded)}
+        for u in todo:
+            members = layout.unit_chunks(u)
+            stats["stored_bytes"] += layout.write(u, [payloads.get(c) for c in members])
+            stats["chunks_encoded"] += sum(c in payloads for c in members)
+            stats["chunks_empty"] += sum(c not in payloads for c in members)
+            stats["fit_steps"] += sum(steps.get(c, 0) for c in members)
+    for u in units:
+        if status[u] == "ok":
+            stored = layout.read_payloads(u)
+            stats["stored_bytes"] += sum(len(p) for p in stored if p is not None)
+            stats["chunks_skipped"] += sum(p is not None for p in stored)
+            stats["chunks_empty"] += sum(p is None for p in stored)
+            payloads.update({c: p for c, p in zip(layout.unit_chunks(u), stored) if p is not None})
+    if verify:
+        for _, c in chunks:
+            x = np.asarray(data[c], np.float64)
+            p = payloads.get(c)
+            y = (np.asarray(decode(p), np.float64)[tuple(slice(0, s) for s in x.shape)] if p is not None
+                 else np.full(x.shape, float(layout.fill_value)))
+            err = np.abs(x - y)
+            stats["sq_err"] += float(np.sum(err ** 2))
+            stats["max_abs"] = max(stats["max_abs"] or 0.0, float(err.max()))
+            stats["lo"], stats["hi"] = min(stats["lo"], float(x.min())), max(stats["hi"], float(x.max()))
+    stats["voxels"] = sum(int(np.prod(data[c].shape)) for _, c in chunks)
+    stats["seconds"] = time.perf_counter() - t0
+    return stats
+
+
+def _set_torch_threads(n: int) -> None:
+    try:
+        import torch
+    except ImportError:     # the fit will say torch is missing
+        return
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+# --- target --------------------------------------------------------------------------------
+
+def _serializer_for(codec):
+    from .zarr3 import SERIALIZERS
+    for cls in SERIALIZERS.values():
+        if isinstance(codec, cls.codec_cls):
+            return cls(**{k: v for k, v in codec.get_config().items() if k != "id"})
+    raise TypeError(f"no Zarr v3 serializer for {type(codec).__name__}")
+
+
+def _numcodecs(codec) -> InrCodec:
+    from .zarr3 import InrSerializer
+    if isinstance(codec, InrSerializer):
+        return codec.codec
+    if isinstance(codec, InrCodec):
+        return codec
+    raise TypeError(f"codec must be an inr-codecs codec (e.g. SIRENCodec(ratio=64)) or its Zarr v3 "
+                    f"serializer, not {type(codec).__name__}")
+
+
+def _same_codec(a: InrCodec, b: InrCodec) -> bool:
+    return a.get_config() == b.get_config()
+
+
+def open_target(target, source: Source, codec, *, chunks=None, shards=None, zarr_format=None,
+                overwrite=False, fill_value=None):
+    """The zarr array to write: ``target`` itself (a zarr.Array), or the array at a path,
+    created with ``codec`` (Zarr v2 for a numcodecs codec unless ``zarr_format=3``, v3 for a
+    serializer or when ``shards`` is given). An existing array is reused (resumed) if its
+    shape, dtype, chunking and codec are what this call asks for; otherwise ValueError,
+    unless ``overwrite``. Nothing is created or deleted before every check passed."""
+    import zarr
+    if isinstance(target, zarr.Array):
+        if overwrite:
+            raise ValueError("overwrite=True needs a path target; an array object is written into as it is")
+        z = target
+        if codec is not None:
+            have = _array_codec(z)
+            if not _same_codec(have, _numcodecs(codec)):
+                raise ValueError(f"the target array's codec is {have!r}, not the {_numcodecs(codec)!r} asked for")
+        _check_fits(z, source)
+        return z
+    if not isinstance(target, (str, os.PathLike)):
+        raise TypeError(f"target must be a zarr.Array or a path, not {type(target).__name__}")
+    if codec is None:
+        if not os.path.exists(target):
+            raise ValueError(f"{target} does not exist: pass a codec to create it")
+        z = zarr.open_array(target, mode="r+")
+        _check_fits(z, source)
+        return z
+    inr = _numcodecs(codec)
+    from .zarr3 import InrSerializer
+    fmt = zarr_format or (3 if isinstance(codec, InrSerializer) or shards else 2)
+    if fmt not in (2, 3):
+        raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format}")
+    if fmt == 2 and shards:
+        raise ValueError("shards need zarr_format=3")
+    chunks = tuple(int(c) for c in chunks) if chunks else tuple(min(s, 64) for s in source.shape)
+    shards = tuple(int(s) for s in shards) if shards else None
+    if len(chunks) != len(source.shape) or (shards and len(shards) != len(source.shape)):
+        raise ValueError(f"chunks {chunks} / shards {shards} need one value per axis of the source "
+                         f"{source.shape}")
+    if shards and any(s % c for s, c in zip(shards, chunks)):
+        raise ValueError(f"shards {shards} must be multiples of chunks {chunks}")
+    inr.check_chunk(chunks, source.dtype)
+    if os.path.exists(target) and not overwrite:
+        try:
+            z = zarr.open_array(target, mode="r+")
+        except Exception as e:
+            raise ValueError(f"{target} exists and is not a Zarr array ({e}); choose another path or "
+                             "pass overwrite=True") from None
+        want = dict(shape=tuple(source.shape), dtype=np.dtype(source.dtype).str, chunks=chunks,
+                    shards=shards, zarr_format=fmt, codec=inr.get_config())
+        have = dict(shape=tuple(z.shape), dtype=np.dtype(z.dtype).str, chunks=tuple(z.chunks),
+                    shards=tuple(z.shards) if z.shards else None, zarr_format=z.metadata.zarr_format,
+                    codec=_array_codec(z).get_config())
+        diff = [f"{k} {have[k]} (asked {want[k]})" for k in want if have[k] != want[k]]
+        if diff:
+            raise ValueError(f"{target} exists with different " + ", ".join(diff)
+                             + "; pass overwrite=True to replace it, or the same settings to resume")
+        return z
+    kw = dict(shape=source.shape, chunks=chunks, dtype=source.dtype, overwrite=overwrite,
+              fill_value=0 if fill_value is None else fill_value)
+    if fmt == 2:
+        return zarr.create_array(target, zarr_format=2, compressors=inr, filters=None, **kw)
+    return zarr.create_array(target, shards=shards, serializer=_serializer_for(inr), compressors=None,
+                             filters=None, **kw)
+
+
+def _array_codec(z) -> InrCodec:
+    from .zarr_io import Layout
+    return Layout.from_array(z).codec
+
+
+def _check_fits(z, source: Source) -> None:
+    if tuple(z.shape) != tuple(source.shape):
+        raise ValueError(f"the target array has shape {tuple(z.shape)} but the source {source.shape}")
+    if np.dtype(z.dtype) != np.dtype(source.dtype):
+        raise ValueError(f"the target array has dtype {np.dtype(z.dtype)} but the source {source.dtype}")
+
+
+# --- driver --------------------------------------------------------------------------------
+
+def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_format=None,
+             overwrite: bool = False, scheduler="threads", workers: int | None = None,
+             batch: int | None = None, warm_start: str | None = None, verify: bool = True,
+             progress: bool = True, resources: dict | None = None, fill_value=None,
+             on_group=None) -> Result:
+    """Compress a whole array into a Zarr array, many chunks per fit, in parallel.
+
+    Parameters
+    ----------
+    source
+        numpy or dask array, zarr array, a path (.npy, .tif, .nii(.gz), Zarr array), or a
+        tensorstore spec (see :func:`inr_codecs.sources.open_source`).
+    target
+        a path (created, or resumed if it exists with the same settings) or a zarr.Array
+        whose codec is an inr-codecs codec (v2 compressor or v3 serializer, sharded or not).
+    codec
+        ``SIRENCodec(...)`` / ``SCICodec(...)`` (Zarr v2 unless ``zarr_format=3`` or
+        ``shards``) or a serializer (Zarr v3); None to use an existing target's codec.
+    chunks, shards
+        chunk shape (default 64 per axis) and shard shape (Zarr v3) of a new array.
+    overwrite
+        replace an existing array at ``target`` instead of resuming it.
+    scheduler
+        "threads" (default), "processes", "sync", or a ``dask.distributed.Client``.
+    workers
+        parallel tasks for the local schedulers (default: 1 on CUDA, else 1 with all cores
+        to torch). Each of ``workers`` threads gets ``cores // workers`` torch threads.
+    batch
+        write units per task (one fit): default one shard if sharded, else 8 chunks on CPU
+        and 64 on CUDA. Part of what makes a rerun identical: keep it between runs.
+    warm_start
+        None, or "meta": fit a learned initialisation (``SIRENCodec.learn_init``) to up to
+        8 chunks spread over the array, then start every chunk from it.
+    verify
+        decode each chunk after writing it and report PSNR and max abs error.
+    progress
+        show a tqdm progress bar (chunks, MB/s, ETA, running PSNR).
+    resources
+        Dask resources each task needs on a distributed cluster, e.g. ``{"GPU": 1}`` with
+        workers started as ``dask worker ... --resources GPU=1`` (one per GPU).
+    on_group
+        called in this process with the running :class:`Result` after each finished group;
+        raising from it stops the run (what was written stays; a rerun resumes).
+    """
+    from .zarr_io import Layout
+    src = open_source(source)
+    if warm_start not in WARM_STARTS:
+        raise ValueError(f"warm_start must be one of {WARM_STARTS}, not {warm_start!r}")
+    client = None if isinstance(scheduler, str) else scheduler
+    if client is None and scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {SCHEDULERS} or a dask.distributed Client, not {scheduler!r}")
+    if batch is not None and batch < 1:
+        raise ValueError(f"batch must be >= 1, not {batch}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, not {workers}")
+    z = open_target(target, src, codec, chunks=chunks, shards=shards, zarr_format=zarr_format,
+                    overwrite=overwrite, fill_value=fill_value)
+    layout = Layout.from_array(z)
+    if layout.in_memory and scheduler != "threads" and scheduler != "sync":
+        raise ValueError("an in-memory (MemoryStore) target can only be written by scheduler='threads' or 'sync'")
+    cuda = _uses_cuda(layout.codec)
+    units = layout.units()
+    per_task = 1 if layout.sharded else (batch or (64 if cuda else 8))
+    groups = [units[i:i + per_task] for i in range(0, len(units), per_task)]
+    n_workers = workers or 1
+    cores = os.cpu_count() or 1
+    threads = None if cuda else max(1, cores // n_workers)
+    t0 = time.perf_counter()
+    init = _warm_start(layout, src, warm_start, threads) if warm_start else None
+    result = Result(str(target if not hasattr(target, "store_path") else target.store_path), layout.shape,
+                    str(layout.dtype), layout.chunks, layout.codec.get_config(),
+                    chunks_total=int(np.prod([math.ceil(s / c) for s, c in zip(layout.shape, layout.chunks)])),
+                    raw_bytes=int(np.prod(layout.shape)) * layout.dtype.itemsize)
+    bar = _bar(result.chunks_total, src.name) if progress else None
+    voxels = [0]
+
+    def done(part):
+        result.add(part)
+        voxels[0] += part["voxels"]
+        result.seconds = time.perf_counter() - t0
+        if bar is not None:
+            n = part["chunks_encoded"] + part["chunks_skipped"] + part["chunks_empty"]
+            mb_s = voxels[0] * layout.dtype.itemsize / 1e6 / max(result.seconds, 1e-9)
+            post = {"MB/s": f"{mb_s:.3g}"}
+            p = result.running_psnr(voxels[0]) if verify else None
+            if p is not None:
+                post["PSNR"] = f"{p:.2f}"
+            bar.set_postfix(post, refresh=False)
+            bar.update(n)
+        if on_group is not None:
+            on_group(result)
+
+    try:
+        inputs = _inputs(src, layout, groups, scheduler)
+        if client is not None:
+            _run_distributed(client, layout, inputs, groups, init, verify, resources, done)
+        else:
+            _run_local(scheduler, n_workers, layout, inputs, groups, init, verify, threads, done)
+    finally:
+        if bar is not None:
+            bar.close()
+    result.seconds = time.perf_counter() - t0
+    if verify:
+        result.psnr = result.running_psnr(voxels[0])
+    return result
+
+
+def _uses_cuda(codec: InrCodec) -> bool:
+    device = getattr(codec, "device", "cpu")
+    if device == "auto":
+        try:
+            import torch
+        except ImportError:
+            return False
+        return torch.cuda.is_available()
+    return str(device).startswith("cuda")
+
+
+def _inputs(src: Source, layout, groups, scheduler):
+    """What each task reads from: the source itself, or (an in-memory array going to other
+    processes) just its units' data, so a task does not carry the whole array."""
+    if isinstance(src, ArraySource) and scheduler not in ("threads", "sync"):
+        return [{u: src.read(layout.unit_region(u)) for u in g} for g in groups]
+    return [src] * len(groups)
+
+
+def _warm_start(layout, src: Source, kind: str, threads) -> list[np.ndarray]:
+    """A learned initialisation fitted to up to META_SAMPLE non-empty chunks spread evenly
+    over the array (the same chunks every run)."""
+    if not hasattr(layout.codec, "learn_init"):
+        raise ValueError(f"warm_start={kind!r} needs a codec with learn_init (SIRENCodec), not "
+                         f"{type(layout.codec).__name__}")
+    if threads:
+        _set_torch_threads(threads)
+    grid = [math.ceil(s / c) for s, c in zip(layout.shape, layout.chunks)]
+    total = int(np.prod(grid))
+    picks = np.unique(np.linspace(0, total - 1, min(total, 4 * META_SAMPLE)).round().astype(int))
+    sample = []
+    for flat in picks:
+        data = src.read(layout.chunk_region(np.unravel_index(flat, grid)))
+        padded = layout.pad(data)
+        if not layout.is_empty(data) and padded.min() != padded.max():
+            sample.append(padded)
+        if len(sample) == META_SAMPLE:
+            break
+    if not sample:
+        return None
+    return layout.codec.learn_init(sample)
+
+
+def _run_local(scheduler, n_workers, layout, inputs, groups, init, verify, threads, done):
+    import dask
+    from dask.callbacks import Callback
+
+    tasks = [dask.delayed(_encode_group, pure=False)(layout, inp, g, init, verify,
+                                                     None if scheduler == "threads" else threads)
+             for inp, g in zip(inputs, groups)]
+    if scheduler == "threads" and threads:
+        _set_torch_threads(threads)       # torch's pool is per process: shared by the worker threads
+
+    class Progress(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if isinstance(result, dict) and "voxels" in result:
+                done(result)
+
+    kw = {"num_workers": n_workers} if scheduler != "sync" else {}
+    if scheduler == "processes":
+        import multiprocessing
+        kw["pool"] = _process_pool(n_workers, multiprocessing)
+    try:
+        with Progress():
+            dask.compute(*tasks, scheduler=scheduler, **kw)
+    finally:
+        if "pool" in kw:
+            kw["pool"].shutdown(wait=True, cancel_futures=True)
+
+
+def _process_pool(n, multiprocessing):
+    """Spawned worker processes (fork is unsafe once torch or tensorstore started threads)."""
+    from concurrent.futures import ProcessPoolExecutor
+    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _run_distributed(client, layout, inputs, groups, init, verify, resources, done):
+    from distributed import as_completed
+    if layout.in_memory:
+        raise ValueError("an in-memory (MemoryStore) target cannot be written by a distributed cluster")
+    futures = [client.submit(_encode_group, layout, inp, g, init, verify, None, pure=False,
+                             resources=resources, retries=2)
+               for inp, g in zip(inputs, groups)]
+    try:
+        for fut in as_completed(futures):
+            done(fut.result())
+    except BaseException:
+        client.cancel(futures)
+        raise
+
+
+def _bar(total, name):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:     # progress is a nicety; the work goes on without it
+        return None
+    return tqdm(total=total, desc=f"compress {name}", unit="chunk", file=sys.stderr, smoothing=0.1)
+
+
+__all__ = ["Result", "compress", "open_target"]

@@ -1,0 +1,473 @@
+"""Direct chunk I/O for INR-coded Zarr arrays: write finished payloads without zarr's codecs.
+
+:func:`inr_codecs.pipeline.compress` fits many chunks at once and so has each chunk's payload
+(the bytes :meth:`InrCodec.encode` returns) before zarr sees it. Handing the data to
+``z[...] = ...`` would fit every chunk again, so the payloads go straight into the store, at
+the keys and in the layout zarr itself would use::
+
+    layout = Layout.from_array(z)
+    for unit in layout.units():
+        payloads = [None if layout.is_empty(d) else codec.encode(layout.pad(d))
+                    for d in (vol[layout.chunk_region(c)] for c in layout.unit_chunks(unit))]
+        layout.write(unit, payloads)
+
+A *write unit* is what one store key holds: a chunk, or a shard of chunks for a Zarr v3 array
+with sharding. Which codec layouts qualify is described in :meth:`Layout.from_array`. Shards
+are built as the ``sharding_indexed`` codec builds them (inner chunks in Morton order, then the
+index), so a shard written here is byte for byte the shard zarr writes for the same payloads.
+
+A :class:`Layout` holds the store and plain values only: it pickles, and a copy in a Dask
+worker process writes to the same store (``LocalStore``, ``FsspecStore``; not ``MemoryStore``,
+see :attr:`Layout.in_memory`).
+"""
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import google_crc32c  # the crc32c implementation zarr's own ``crc32c`` codec uses
+import numpy as np
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import MemoryStore, WrapperStore
+
+from .codec import InrCodec
+from .payload import PayloadError, unpack
+from .zarr3 import InrSerializer
+
+if TYPE_CHECKING:
+    import zarr
+    from zarr.abc.store import ByteRequest, Store
+
+__all__ = ["Layout"]
+
+#: Shard index entry of an absent inner chunk (both offset and length).
+EMPTY = 2**64 - 1
+
+_REQUIRED = (
+    "compress() writes INR payloads into the store itself, so the array's chunks must be "
+    "stored as the bare INR payload: zarr v2 with compressor=SIRENCodec(...) or SCICodec(...) "
+    "and no filters; zarr v3 with serializer=SIRENSerializer(...) or SCISerializer(...), "
+    "compressors=None and no filters (array-to-array codecs such as transpose), optionally "
+    "sharded (shards=...) with that serializer as the only inner codec")
+
+
+# --- zarr version differences --------------------------------------------------------------
+
+def _enum_value(value: Any) -> Any:
+    """A codec setting as a plain value: zarr 3.1 keeps ``index_location`` and ``endian`` as
+    Enums, zarr >= 3.2 as strings."""
+    return getattr(value, "value", value)
+
+
+# --- store I/O (synchronous wrappers over zarr's async Store API) ---------------------------
+
+def _get(store: Store, key: str, byte_range: ByteRequest | None = None) -> bytes | None:
+    buf = sync(store.get(key, prototype=default_buffer_prototype(), byte_range=byte_range))
+    return None if buf is None else buf.to_bytes()
+
+
+def _set(store: Store, key: str, data: bytes) -> None:
+    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+
+
+def _delete(store: Store, key: str) -> None:
+    if sync(store.exists(key)):
+        sync(store.delete(key))
+
+
+def _base_store(store: Store) -> Store:
+    """The store under any ``WrapperStore`` (e.g. ``LoggingStore``) layers."""
+    while isinstance(store, WrapperStore):
+        store = store._store
+    return store
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+@lru_cache(maxsize=64)
+def _morton_order(grid: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Coordinates of ``grid`` in zarr's (compressed) Morton order: bit ``b`` of every axis
+    that still has one, axes in order, from the lowest bit up; axes of length 1 take none.
+    This is the order in which zarr's sharding codec lays out inner chunks."""
+    bits = [(n - 1).bit_length() for n in grid]
+
+    def code(coords: tuple[int, ...]) -> int:
+        z, out = 0, 0
+        for b in range(max(bits, default=0)):
+            for axis, c in enumerate(coords):
+                if b < bits[axis]:
+                    z |= ((c >> b) & 1) << out
+                    out += 1
+        return z
+
+    return tuple(sorted(np.ndindex(*grid), key=code))
+
+
+def _grid(shape: tuple[int, ...], block: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(math.ceil(s / b) for s, b in zip(shape, block))
+
+
+def _region(coords: tuple[int, ...], block: tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(slice(c * b, min((c + 1) * b, s)) for c, b, s in zip(coords, block, shape))
+
+
+def _check_coords(coords, grid: tuple[int, ...], what: str) -> tuple[int, ...]:
+    coords = tuple(int(c) for c in coords)
+    if len(coords) != len(grid) or not all(0 <= c < n for c, n in zip(coords, grid)):
+        raise IndexError(f"{what} {coords} is outside the {what} grid of shape {grid}")
+    return coords
+
+
+def _index_codecs(sharding: ShardingCodec) -> tuple[str, bool]:
+    """(byte order, has crc32c) of a shard index stored as ``[bytes]`` or ``[bytes, crc32c]``."""
+    codecs = tuple(sharding.index_codecs)
+    if (len(codecs) in (1, 2) and isinstance(codecs[0], BytesCodec)
+            and (len(codecs) == 1 or isinstance(codecs[1], Crc32cCodec))):
+        endian = _enum_value(codecs[0].endian) or "little"
+        return endian, len(codecs) == 2
+    raise ValueError(
+        f"unsupported shard index codecs {list(codecs)}: compress() writes shard indexes encoded "
+        "with [bytes] or [bytes, crc32c] (zarr's default) only")
+
+
+# --- the layout -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """Where and how an INR-coded Zarr array stores its chunks.
+
+    Build one with :meth:`from_array`. Grid coordinates are tuples of ints: *chunk* coordinates
+    index the chunk grid (``chunks``), *unit* coordinates the grid of store keys
+    (``write_shape``: shards if sharded, else the chunk grid itself).
+    """
+
+    store: Store = field(repr=False)
+    #: Key prefix of the array in ``store`` ("" at the root).
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    zarr_format: int
+    #: Shape of one chunk (the inner chunk if sharded): what one payload covers.
+    chunks: tuple[int, ...]
+    #: Shape of one shard if sharded, else ``chunks``: what one store key covers.
+    write_shape: tuple[int, ...]
+    #: Fill value as a numpy scalar of ``dtype`` (a Zarr v2 null fill value reads as 0).
+    fill_value: Any
+    #: Memory order zarr hands the codec chunks in: "F" only for Zarr v2 arrays with order="F"
+    #: (Zarr v3 stores no memory order; zarr hands its serializers C-order chunks).
+    order: str
+    #: The numcodecs :class:`~inr_codecs.codec.InrCodec` (a v3 serializer's ``.codec``).
+    codec: InrCodec = field(repr=False)
+    sharded: bool
+    #: Shard index placement, "start" or "end" (sharded arrays only).
+    index_location: str = field(default="end", repr=False)
+    #: Byte order of the shard index integers.
+    index_endian: str = field(default="little", repr=False)
+    #: Whether the shard index is followed by its crc32c checksum.
+    index_checksum: bool = field(default=True, repr=False)
+    _metadata: Any = field(default=None, repr=False)   # encodes chunk keys
+
+    @classmethod
+    def from_array(cls, z: zarr.Array) -> Layout:
+        """The layout of ``z``, which must store each chunk as one bare INR payload.
+
+        Accepted: a Zarr v2 array whose compressor is an INR codec and which has no filters; a
+        Zarr v3 array whose codecs are exactly ``[InrSerializer]``, or ``[sharding_indexed]``
+        with exactly ``[InrSerializer]`` inside and index codecs ``[bytes]`` or
+        ``[bytes, crc32c]``. Anything else raises ValueError: its chunks would hold
+        something other than the payloads written here.
+        """
+        md = z.metadata
+        if md.zarr_format == 2:
+            codec, sharding = cls._v2_codec(md), None
+        else:
+            codec, sharding = cls._v3_codecs(md)
+        if len(z.shape) == 0:
+            raise ValueError("INR codecs store arrays of one or more dimensions; this array is 0-d")
+        try:
+            outer = tuple(int(c) for c in (z.shards or z.chunks))
+        except (TypeError, ValueError, NotImplementedError) as e:
+            raise ValueError(f"compress() needs a regular chunk grid: {e}") from e
+        dtype = np.dtype(np.dtype(z.dtype).str)   # canonical: equal dtypes pickle and print alike
+        fill = md.fill_value
+        fill = dtype.type(0) if fill is None else np.asarray(fill, dtype=dtype)[()]
+        layout = {"store": z.store_path.store, "path": z.store_path.path,
+                  "shape": tuple(int(s) for s in z.shape), "dtype": dtype,
+                  "zarr_format": md.zarr_format, "write_shape": outer, "fill_value": fill,
+                  "order": md.order if md.zarr_format == 2 else "C", "codec": codec, "_metadata": md}
+        if sharding is None:
+            return cls(chunks=outer, sharded=False, **layout)
+        endian, checksum = _index_codecs(sharding)
+        return cls(chunks=tuple(int(c) for c in sharding.chunk_shape), sharded=True,
+                   index_location=_enum_value(sharding.index_location), index_endian=endian,
+                   index_checksum=checksum, **layout)
+
+    @staticmethod
+    def _v2_codec(md) -> InrCodec:
+        codec = md.compressor
+        if md.filters or not isinstance(codec, InrCodec):
+            found = f"filters {list(md.filters)}" if md.filters else f"compressor {codec!r}"
+            raise ValueError(f"{_REQUIRED}; this zarr v2 array has {found}")
+        return codec
+
+    @staticmethod
+    def _v3_codecs(md) -> tuple[InrCodec, ShardingCodec | None]:
+        codecs = tuple(md.codecs)
+        if len(codecs) == 1 and isinstance(codecs[0], InrSerializer):
+            return codecs[0].codec, None
+        if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+            inner = tuple(codecs[0].codecs)
+            if len(inner) == 1 and isinstance(inner[0], InrSerializer):
+                return inner[0].codec, codecs[0]
+            raise ValueError(f"{_REQUIRED}; this zarr v3 array's shards hold inner codecs {list(inner)}")
+        raise ValueError(f"{_REQUIRED}; this zarr v3 array has codecs {list(codecs)}")
+
+    # --- geometry ---
+
+    @property
+    def in_memory(self) -> bool:
+        """True for a ``MemoryStore``: a pickled copy writes to its own copy of the data, so
+        only threads in this process can write."""
+        return isinstance(_base_store(self.store), MemoryStore)
+
+    @property
+    def chunk_grid(self) -> tuple[int, ...]:
+        """Number of chunks along each axis."""
+        return _grid(self.shape, self.chunks)
+
+    @property
+    def unit_grid(self) -> tuple[int, ...]:
+        """Number of write units (shards, or chunks if unsharded) along each axis."""
+        return _grid(self.shape, self.write_shape)
+
+    @property
+    def chunks_per_unit(self) -> tuple[int, ...]:
+        """Chunks along each axis of one write unit (the shard index grid), all ones if unsharded."""
+        return tuple(w // c for w, c in zip(self.write_shape, self.chunks))
+
+    def units(self) -> list[tuple[int, ...]]:
+        """Grid coordinates of every write unit, in C order."""
+        return list(np.ndindex(*self.unit_grid))
+
+    def unit_key(self, unit) -> str:
+        """Store key of a write unit, with the array's path prefix."""
+        key = self._metadata.encode_chunk_key(_check_coords(unit, self.unit_grid, "unit"))
+        return f"{self.path}/{key}" if self.path else key
+
+    def unit_chunks(self, unit) -> list[tuple[int, ...]]:
+        """Grid coordinates of the chunks in a write unit that intersect the array, in C order."""
+        unit = _check_coords(unit, self.unit_grid, "unit")
+        if not self.sharded:
+            return [unit]
+        cpu, grid = self.chunks_per_unit, self.chunk_grid
+        ranges = [range(u * n, min((u + 1) * n, g)) for u, n, g in zip(unit, cpu, grid)]
+        return [tuple(r[i] for r, i in zip(ranges, idx)) for idx in np.ndindex(*map(len, ranges))]
+
+    def unit_region(self, unit) -> tuple[slice, ...]:
+        """The array region a write unit covers, clipped to the array's shape."""
+        return _region(_check_coords(unit, self.unit_grid, "unit"), self.write_shape, self.shape)
+
+    def chunk_region(self, chunk) -> tuple[slice, ...]:
+        """The array region a chunk covers, clipped to the array's shape."""
+        return _region(_check_coords(chunk, self.chunk_grid, "chunk"), self.chunks, self.shape)
+
+    def chunk_unit(self, chunk) -> tuple[int, ...]:
+        """Grid coordinates of the write unit holding a chunk."""
+        chunk = _check_coords(chunk, self.chunk_grid, "chunk")
+        return tuple(c // n for c, n in zip(chunk, self.chunks_per_unit))
+
+    # --- chunk data ---
+
+    def pad(self, data: np.ndarray) -> np.ndarray:
+        """A chunk's data as zarr hands it to the codec: the full chunk shape (an edge chunk's
+        region padded with the fill value), the array's dtype, in the array's memory order.
+        A full chunk already in that form is returned as is (no copy)."""
+        data = np.asarray(data)
+        if data.ndim != len(self.chunks) or any(d > c for d, c in zip(data.shape, self.chunks)):
+            raise ValueError(f"chunk data of shape {data.shape} does not fit in chunks of shape "
+                             f"{self.chunks}")
+        if data.shape == self.chunks:
+            return np.asarray(data, dtype=self.dtype, order=self.order)
+        out = np.full(self.chunks, self.fill_value, dtype=self.dtype, order=self.order)
+        out[tuple(slice(0, d) for d in data.shape)] = data
+        return out
+
+    def is_empty(self, chunk_data) -> bool:
+        """Whether zarr would not store this chunk (``write_empty_chunks=False``): every
+        element equals the fill value; a NaN fill matches NaN, and a zero float fill matches
+        only zeros of its sign (zarr compares bit patterns)."""
+        data = np.asarray(chunk_data, dtype=self.dtype)
+        fill = self.fill_value
+        if data.dtype.kind == "f":
+            if np.isnan(fill):
+                return bool(np.isnan(data).all())
+            if fill == 0:
+                bits = np.dtype(f"u{data.dtype.itemsize}")
+                return bool((data.view(bits) == np.asarray(fill, data.dtype).view(bits)).all())
+        return bool((data == fill).all())
+
+    # --- payloads ---
+
+    def check_payload(self, payload, chunk=None) -> None:
+        """Raise PayloadError unless ``payload`` is an intact INR payload of this array's chunk
+        shape and dtype (``chunk`` only names the chunk in the message)."""
+        where = "" if chunk is None else f" for chunk {tuple(chunk)}"
+        try:
+            header, _ = unpack(payload)
+        except TypeError as e:
+            raise PayloadError(f"payload{where} is not bytes-like: {type(payload).__name__}") from e
+        except PayloadError as e:
+            raise PayloadError(f"payload{where}: {e}") from None
+        dt = self.dtype
+        if header.shape != self.chunks or (header.dtype.kind, header.dtype.itemsize) != (
+                dt.kind, dt.itemsize):
+            raise PayloadError(
+                f"payload{where} holds a {header.shape} {header.dtype} chunk; this array's "
+                f"chunks are {self.chunks} {dt}")
+
+    def write(self, unit, payloads: Sequence[bytes | None]) -> int:
+        """Store a write unit's payloads, given in :meth:`unit_chunks` order (None: an empty
+        chunk, not stored). Writes the chunk, or the shard with its index; deletes the key
+        instead if every chunk is empty. Returns the number of bytes written."""
+        chunks = self.unit_chunks(unit)
+        if len(payloads) != len(chunks):
+            raise ValueError(f"unit {tuple(unit)} holds {len(chunks)} chunk(s) but "
+                             f"{len(payloads)} payload(s) were given")
+        for chunk, p in zip(chunks, payloads):
+            if p is not None:
+                self.check_payload(p, chunk)
+        if self.store.read_only:
+            raise ValueError("the array's store is read-only: open the array with mode='r+' or "
+                             "'a' to write to it")
+        key = self.unit_key(unit)
+        data = (self._encode_shard(dict(zip(chunks, payloads))) if self.sharded
+                else None if payloads[0] is None else bytes(payloads[0]))
+        if data is None:
+            _delete(self.store, key)
+            return 0
+        _set(self.store, key, data)
+        return len(data)
+
+    def read_payload(self, chunk) -> bytes | None:
+        """The stored payload of one chunk, or None if it is not stored (empty). A shard is
+        read by byte ranges: its index, then the payload. Raises PayloadError for a
+        corrupt shard index; the payload itself is returned unchecked."""
+        chunk = _check_coords(chunk, self.chunk_grid, "chunk")
+        key = self.unit_key(self.chunk_unit(chunk))
+        if not self.sharded:
+            return _get(self.store, key)
+        size = self._index_nbytes
+        request = RangeByteRequest(0, size) if self.index_location == "start" else SuffixByteRequest(size)
+        raw = _get(self.store, key, request)
+        if raw is None:
+            return None
+        index = self._decode_index(raw, key)
+        offset, nbytes = (int(v) for v in index[self._local(chunk)])
+        if offset == EMPTY:
+            return None
+        data = _get(self.store, key, RangeByteRequest(offset, offset + nbytes))
+        if data is None or len(data) != nbytes:
+            raise PayloadError(f"shard {key!r} is truncated: chunk {chunk} lies at bytes "
+                               f"{offset}..{offset + nbytes}")
+        return data
+
+    def read_payloads(self, unit) -> list[bytes | None]:
+        """The stored payloads of a write unit (one read), in :meth:`unit_chunks` order; None
+        for chunks not stored. Raises PayloadError for a corrupt shard index; the payloads
+        themselves are returned unchecked (see :meth:`check_payload`)."""
+        return self._split(unit, _get(self.store, self.unit_key(unit)))
+
+    def status(self, unit) -> str:
+        """"missing" if the unit's key is absent; "ok" if it is present and every payload in it
+        (for a shard: its index, checksum included, and each stored inner payload) is intact
+        and of this array's chunk shape and dtype; "corrupt" otherwise."""
+        data = _get(self.store, self.unit_key(unit))
+        if data is None:
+            return "missing"
+        try:
+            for chunk, p in zip(self.unit_chunks(unit), self._split(unit, data)):
+                if p is not None:
+                    self.check_payload(p, chunk)
+        except PayloadError:
+            return "corrupt"
+        return "ok"
+
+    def _split(self, unit, data: bytes | None) -> list[bytes | None]:
+        """The payloads in a unit's stored bytes, in :meth:`unit_chunks` order."""
+        chunks = self.unit_chunks(unit)
+        if data is None:
+            return [None] * len(chunks)
+        if not self.sharded:
+            return [data]
+        index = self._parse_shard(data, self.unit_key(unit))
+        out = []
+        for chunk in chunks:
+            offset, nbytes = (int(v) for v in index[self._local(chunk)])
+            out.append(None if offset == EMPTY else data[offset:offset + nbytes])
+        return out
+
+    # --- shards ---
+
+    @property
+    def _index_nbytes(self) -> int:
+        return 16 * math.prod(self.chunks_per_unit) + 4 * self.index_checksum
+
+    @property
+    def _index_dtype(self) -> np.dtype:
+        return np.dtype("<u8" if self.index_endian == "little" else ">u8")
+
+    def _local(self, chunk: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(c % n for c, n in zip(chunk, self.chunks_per_unit))
+
+    def _encode_shard(self, payloads: dict[tuple[int, ...], bytes | None]) -> bytes | None:
+        """Shard bytes per the ``sharding_indexed`` spec, laid out as zarr lays them out: inner
+        chunks in Morton order, then (or before them) the index of (offset, nbytes) pairs over
+        the full chunks-per-shard grid. None if every chunk is empty."""
+        local = {self._local(c): p for c, p in payloads.items() if p is not None}
+        if not local:
+            return None
+        index = np.full(self.chunks_per_unit + (2,), EMPTY, dtype=np.uint64)
+        offset = self._index_nbytes if self.index_location == "start" else 0
+        parts = []
+        for coords in _morton_order(self.chunks_per_unit):
+            if coords in local:
+                p = local[coords]
+                index[coords] = (offset, len(p))
+                parts.append(p)
+                offset += len(p)
+        raw = index.astype(self._index_dtype).tobytes()
+        if self.index_checksum:
+            raw += struct.pack("<I", google_crc32c.value(raw))
+        parts.insert(0 if self.index_location == "start" else len(parts), raw)
+        return b"".join(parts)
+
+    def _decode_index(self, raw: bytes, key: str) -> np.ndarray:
+        """The (offset, nbytes) array of a shard index, after checking its length and crc32c."""
+        if len(raw) != self._index_nbytes:
+            raise PayloadError(f"shard {key!r} is too short ({len(raw)} bytes) for its "
+                               f"{self._index_nbytes}-byte index")
+        if self.index_checksum:
+            raw, (crc,) = raw[:-4], struct.unpack("<I", raw[-4:])
+            if google_crc32c.value(raw) != crc:
+                raise PayloadError(f"shard {key!r} index checksum mismatch: the shard is corrupt")
+        index = np.frombuffer(raw, dtype=self._index_dtype).astype(np.uint64)
+        return index.reshape(self.chunks_per_unit + (2,))
+
+    def _parse_shard(self, data: bytes, key: str) -> np.ndarray:
+        """The index of a whole shard, checked: every entry is empty or lies in the data part."""
+        size = self._index_nbytes
+        start = self.index_location == "start"
+        index = self._decode_index(data[:size] if start else data[-size:], key)
+        lo, hi = (size, len(data)) if start else (0, len(data) - size)
+        for offset, nbytes in index.reshape(-1, 2).tolist():
+            if (offset, nbytes) != (EMPTY, EMPTY) and not lo <= offset <= offset + nbytes <= hi:
+                raise PayloadError(f"shard {key!r} index entry ({offset}, {nbytes}) points "
+                                   f"outside the shard's data (bytes {lo}..{hi})")
+        return index
