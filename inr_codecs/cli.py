@@ -86,10 +86,14 @@ def cmd_compress(a) -> int:
         scheduler = Client(a.scheduler_address)
     run = dict(scheduler=scheduler, workers=a.workers, batch=a.batch, warm_start=a.warm_start,
                verify=not a.no_verify, progress=not a.no_progress)
-    codec = make_codec(a.codec, a.ratio, 2, **_fit_options(a))
+    ratios = [float(r) for r in a.ratios.split(",")] if a.ratios else None
+    if ratios and not a.ome:
+        raise ValueError("--ratios (one per level) needs --ome")
+    if a.ratio is None and not ratios:
+        raise ValueError("--ratio is required (or --ome with --ratios)")
+    codec = make_codec(a.codec, a.ratio if a.ratio is not None else ratios[0], 2, **_fit_options(a))
     if a.ome:
         from .ome import write_ome
-        ratios = [float(r) for r in a.ratios.split(",")] if a.ratios else None
         results = write_ome(src, a.target, codec, ratios=ratios, levels=a.levels, chunks=chunks,
                             ngff="0.4" if a.zarr_format == 2 else "0.5", overwrite=a.overwrite,
                             shards=shards, **run)
@@ -200,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("source", help=".npy, .tif, .nii(.gz) or Zarr array")
     c.add_argument("target", help="Zarr array path to create")
     c.add_argument("--codec", default="siren", choices=CODECS)
-    c.add_argument("--ratio", type=float, required=True, help="compression ratio (a ceiling per chunk)")
+    c.add_argument("--ratio", type=float, help="compression ratio (a ceiling per chunk); required unless --ratios")
     c.add_argument("--chunks", help="chunk shape, e.g. 64,64,64 (default: 64 per axis)")
     c.add_argument("--shards", help="shard shape (Zarr v3), e.g. 128,128,128")
     c.add_argument("--zarr-format", type=int, choices=(2, 3), default=3)

@@ -160,17 +160,17 @@ class InrCodec(Codec):
         initialisation, e.g. a learned initialisation (``SIRENCodec.learn_init``).
         """
         arrs = [as_chunk(c) for c in chunks]
+        ranges = [value_range(a) for a in arrs]
         out: list[Encoded | None] = [None] * len(arrs)
         groups: dict[tuple, list[int]] = {}
-        for i, arr in enumerate(arrs):
-            lo, hi = value_range(arr)
+        for i, (arr, (lo, hi)) in enumerate(zip(arrs, ranges)):
             if lo == hi:
                 out[i] = Encoded(encode_constant(arr), 0)
                 continue
             self.check_chunk(arr.shape, arr.dtype)
             groups.setdefault((arr.shape, arr.dtype.str, memory_order(arr)), []).append(i)
         for members in groups.values():
-            done = self.encode_arrays([arrs[i] for i in members], [value_range(arrs[i]) for i in members], init)
+            done = self.encode_arrays([arrs[i] for i in members], [ranges[i] for i in members], init)
             for i, enc in zip(members, done):
                 out[i] = enc
         return out

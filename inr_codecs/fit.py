@@ -174,7 +174,8 @@ def fit(forward, params: list[np.ndarray], targets: np.ndarray, shape: tuple[int
     depend on which others share its batch; ``"error"`` draws half of each network's voxels
     uniformly and half in proportion to the last squared error seen at each voxel (unseen
     voxels first). Early stopping (``target_psnr``, ``plateau_steps``) ends a network's float
-    phase when its smoothed training PSNR (peak 2, the normalised range) reaches the target or
+    phase when its smoothed training PSNR (peak 2, the normalised range; measured on uniformly
+    drawn voxels only, so that error sampling does not bias it) reaches the target or
     has gained less than ``PLATEAU_DB`` over ``plateau_steps`` steps; finished networks leave
     the batch, and when all have, the quantisation-aware steps run for every network.
     """
@@ -201,7 +202,7 @@ def fit(forward, params: list[np.ndarray], targets: np.ndarray, shape: tuple[int
         raise ValueError(f"sampling='error' handles chunks of up to 2**24 voxels, not {n}")
     err_map = torch.full((n_nets, n), 4.0, device=device) if cfg.sampling == "error" else None
     gen_dev = torch.Generator(device=device).manual_seed(cfg.seed + 1) if err_map is not None else None
-    ema = torch.full((n_nets,), 4.0, device=device, dtype=torch.float64)
+    ema = torch.full((n_nets,), -1.0, device=device, dtype=torch.float64)    # -1: nothing seen yet
     best = np.full(n_nets, -np.inf)
     best_at = np.zeros(n_nets, np.int64)
 
@@ -226,7 +227,6 @@ def fit(forward, params: list[np.ndarray], targets: np.ndarray, shape: tuple[int
             o[rows_global] = p.detach()[rows_local].cpu().numpy()
 
     def train(step, total, quantise):
-        nonlocal ps
         rows = torch.as_tensor(active, device=device)
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step, total)
@@ -238,9 +238,10 @@ def fit(forward, params: list[np.ndarray], targets: np.ndarray, shape: tuple[int
         opt.zero_grad(set_to_none=True)
         per_net.sum().backward()
         opt.step()
-        if err_map is not None:
-            err_map[rows[:, None], drawn[2]] = sq.detach()
-        return per_net.detach()
+        if err_map is None:
+            return per_net.detach()
+        err_map[rows[:, None], drawn[2]] = sq.detach()
+        return sq.detach()[:, :k - k // 2].mean(-1)      # early stopping watches the uniform half
 
     with _Precision(torch, device, cfg.precision):
         step = 0
@@ -250,7 +251,8 @@ def fit(forward, params: list[np.ndarray], targets: np.ndarray, shape: tuple[int
             step += 1
             if not cfg.stops_early:
                 continue
-            ema[active] = EMA * ema[active] + (1 - EMA) * per_net.double()
+            prev = ema[active]
+            ema[active] = torch.where(prev < 0, per_net.double(), EMA * prev + (1 - EMA) * per_net.double())
             if step % CHECK_EVERY:
                 continue
             db = 10 * np.log10(4.0 / np.maximum(ema[active].cpu().numpy(), 1e-12))

@@ -149,6 +149,11 @@ def _encode_group(layout, source, units, init, verify: bool, torch_threads: int 
     return stats
 
 
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
 def _set_torch_threads(n: int) -> None:
     try:
         import torch
@@ -329,7 +334,7 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
     cores = os.cpu_count() or 1
     threads = None if cuda else max(1, cores // n_workers)
     t0 = time.perf_counter()
-    init = _warm_start(layout, src, warm_start, threads) if warm_start else None
+    init = _warm_start(layout, src, warm_start) if warm_start else None
     result = Result(str(target if not hasattr(target, "store_path") else target.store_path), layout.shape,
                     str(layout.dtype), layout.chunks, layout.codec.get_config(),
                     chunks_total=int(np.prod([math.ceil(s / c) for s, c in zip(layout.shape, layout.chunks)])),
@@ -387,14 +392,12 @@ def _inputs(src: Source, layout, groups, scheduler):
     return [src] * len(groups)
 
 
-def _warm_start(layout, src: Source, kind: str, threads) -> list[np.ndarray]:
+def _warm_start(layout, src: Source, kind: str) -> list[np.ndarray] | None:
     """A learned initialisation fitted to up to META_SAMPLE non-empty chunks spread evenly
     over the array (the same chunks every run)."""
     if not hasattr(layout.codec, "learn_init"):
         raise ValueError(f"warm_start={kind!r} needs a codec with learn_init (SIRENCodec), not "
                          f"{type(layout.codec).__name__}")
-    if threads:
-        _set_torch_threads(threads)
     grid = [math.ceil(s / c) for s, c in zip(layout.shape, layout.chunks)]
     total = int(np.prod(grid))
     picks = np.unique(np.linspace(0, total - 1, min(total, 4 * META_SAMPLE)).round().astype(int))
@@ -418,6 +421,7 @@ def _run_local(scheduler, n_workers, layout, inputs, groups, init, verify, threa
     tasks = [dask.delayed(_encode_group, pure=False)(layout, inp, g, init, verify,
                                                      None if scheduler == "threads" else threads)
              for inp, g in zip(inputs, groups)]
+    saved = _torch_threads()
     if scheduler == "threads" and threads:
         _set_torch_threads(threads)       # torch's pool is per process: shared by the worker threads
 
@@ -436,6 +440,8 @@ def _run_local(scheduler, n_workers, layout, inputs, groups, init, verify, threa
     finally:
         if "pool" in kw:
             kw["pool"].shutdown(wait=True, cancel_futures=True)
+        if saved:
+            _set_torch_threads(saved)
 
 
 def _process_pool(n, multiprocessing):

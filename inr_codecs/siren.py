@@ -204,9 +204,8 @@ class SIRENCodec(InrCodec):
         for b, w in candidates:
             p = fit(self._forward, _repeat(self._init(len(coord_axes(shape)), w), n), targets, shape, cfg,
                     None, steps=pilot).params
-            pq = [[quant.fake_quantise([t[i] for t in p], b)] for i in range(n)]
-            errs.append([np.mean((siren_forward(np, q[0], x, self.w0)[:, 0] - targets[i, probe]) ** 2)
-                         for i, q in enumerate(pq)])
+            errs.append([np.mean((siren_forward(np, quant.fake_quantise([t[i] for t in p], b), x, self.w0)[:, 0]
+                                  - targets[i, probe]) ** 2) for i in range(n)])
             pilots.append(p)
         pick = np.argmin(np.array(errs), 0)
         chosen: list = [None] * n

@@ -109,3 +109,24 @@ def test_sci_compress_and_info(tmp_path, capsys):
                                   "--chunks", "16,32,32", "--zarr-format", "2")
     assert info["payload_methods"] == {"sci": 1} and info["ratio_achieved"] >= 4
     assert info["compressor"]["id"] == "inr_codecs.sci" and sum(info["sci_blocks_per_chunk"].values()) == 1
+
+
+def test_compress_ome_and_resume(tmp_path, capsys):
+    """``compress --ome`` writes an OME-NGFF 0.5 pyramid, a ratio per level; the same command
+    again resumes and fits nothing."""
+    pytest.importorskip("ome_zarr")
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+    x = smooth_volume((16, 64, 64), "uint16")
+    np.save(tmp_path / "v.npy", x)
+    cmd = ["compress", str(tmp_path / "v.npy"), str(tmp_path / "o.zarr"), "--ome", "--levels", "2",
+           "--ratios", "8,4", "--chunks", "16,32,32", "--json", "--no-progress", *FAST]
+    assert main(cmd) == 0
+    levels = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [lv["level"] for lv in levels] == [0, 1] and [lv["ratio_requested"] for lv in levels] == [8, 4]
+    assert all(lv["ratio_achieved"] >= lv["ratio_requested"] for lv in levels)
+    node = next(iter(Reader(parse_url(str(tmp_path / "o.zarr")))()))
+    assert [tuple(d.shape) for d in node.data] == [(16, 64, 64), (8, 32, 32)]
+    assert main(cmd) == 0
+    again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [lv["chunks_encoded"] for lv in again] == [0, 0]

@@ -146,11 +146,17 @@ def test_process_scheduler(vol, tmp_path, reference):
     assert r.chunks_encoded == 6 and _chunk_files(tmp_path / "p.zarr") == reference
 
 
-def test_local_cluster_with_a_worker_killed_mid_run(vol, tmp_path):
+def test_local_cluster_with_a_worker_killed_mid_run(vol, tmp_path, monkeypatch):
     """Two worker processes; one is killed after the first group finishes: its groups are
     retried elsewhere and the array equals an uninterrupted run on the same cluster (payload
     bytes depend on torch's thread count, so the reference runs on the same workers)."""
     distributed = pytest.importorskip("distributed")
+    # distributed's nanny sets these in this process's environment (its 'pre-spawn-environ'),
+    # which later subprocesses would inherit: restore them afterwards
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))     # recorded: teardown restores (or removes) it
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   worker_class=distributed.Nanny) as cluster, distributed.Client(cluster) as client:
         run = dict(chunks=CHUNKS, batch=1, scheduler=client, progress=False)
