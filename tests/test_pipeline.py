@@ -262,3 +262,15 @@ def test_error_sampling_and_learned_init(vol, tmp_path):
     r = compress(np.ascontiguousarray(vol), str(tmp_path / "w.zarr"), codec, chunks=CHUNKS, warm_start="meta",
                  progress=False)
     assert r.chunks_encoded == 6 and r.psnr > 10
+
+
+def test_cuda_batched_compress_decodes_on_numpy(vol, tmp_path):
+    """The CUDA path: batched fits with early stopping and error sampling on the GPU; reading
+    needs numpy only."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    codec = fast_codec(8, device="cuda", steps=60, sampling="error", target_psnr=18.0, precision="high")
+    r = compress(vol, str(tmp_path / "g.zarr"), codec, chunks=CHUNKS, progress=False)
+    assert r.chunks_encoded == 6 and r.ratio >= 8 and r.psnr > 12
+    assert psnr(vol, zarr.open_array(str(tmp_path / "g.zarr"), mode="r")[:]) == pytest.approx(r.psnr)
