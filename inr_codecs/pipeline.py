@@ -452,8 +452,6 @@ def _process_pool(n, multiprocessing):
 
 def _run_distributed(client, layout, inputs, groups, init, verify, resources, done):
     from distributed import as_completed
-    if layout.in_memory:
-        raise ValueError("an in-memory (MemoryStore) target cannot be written by a distributed cluster")
     futures = [client.submit(_encode_group, layout, inp, g, init, verify, None, pure=False,
                              resources=resources, retries=2)
                for inp, g in zip(inputs, groups)]
