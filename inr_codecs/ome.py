@@ -246,14 +246,15 @@ def write_ome(source, path, codec, *, ratios=None, levels: int = 1, downscale: i
     ImportError
         zarr, dask or ome-zarr-py (or an ome-zarr-py with the requested NGFF version) missing.
     """
-    from .pipeline import _numcodecs, _serializer_for, compress
+    from .pipeline import compress
+    from .zarr3 import as_codec, serializer_for
     from .sources import ArraySource, DaskSource, open_source
 
     # --- every check before anything is touched --------------------------------------------
     if ngff not in NGFF_VERSIONS:
         raise ValueError(f"ngff must be one of {list(NGFF_VERSIONS)}, not {ngff!r}")
     zarr_format = NGFF_VERSIONS[ngff]
-    inr = _numcodecs(codec)
+    inr = as_codec(codec)
     bad = sorted(set(compress_kwargs) & set(_OWN_KWARGS))
     if bad:
         raise TypeError(f"write_ome sets {', '.join(bad)} itself (use chunks= and ngff= of write_ome)")
@@ -326,7 +327,7 @@ def write_ome(source, path, codec, *, ratios=None, levels: int = 1, downscale: i
             if zarr_format == 2:
                 arr = group.create_array(compressors=c, chunk_key_encoding={"name": "v2", "separator": "/"}, **kw)
             else:
-                arr = group.create_array(serializer=_serializer_for(c), compressors=None, shards=sh,
+                arr = group.create_array(serializer=serializer_for(c), compressors=None, shards=sh,
                                          dimension_names=list(axes), **kw)
         if i == 0:
             level = src

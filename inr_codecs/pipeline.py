@@ -52,6 +52,7 @@ class Result:
     fit_steps: int = 0          # optimiser steps over the chunks encoded by this call
     psnr: float | None = None   # over the whole array, peak = max - min (None without verify)
     max_abs_error: float | None = None
+    _voxels: int = field(default=0, repr=False)     # of the chunks done so far
     _sq_err: float = field(default=0.0, repr=False)
     _lo: float = field(default=math.inf, repr=False)
     _hi: float = field(default=-math.inf, repr=False)
@@ -69,16 +70,18 @@ class Result:
     def add(self, part: dict) -> None:
         for k in ("chunks_encoded", "chunks_skipped", "chunks_empty", "stored_bytes", "fit_steps"):
             setattr(self, k, getattr(self, k) + part[k])
+        self._voxels += part["voxels"]
         self._sq_err += part["sq_err"]
         self._lo, self._hi = min(self._lo, part["lo"]), max(self._hi, part["hi"])
         if part["max_abs"] is not None:
             self.max_abs_error = max(self.max_abs_error or 0.0, part["max_abs"])
 
-    def running_psnr(self, voxels: int) -> float | None:
-        if not voxels or self._hi < self._lo:
+    def running_psnr(self) -> float | None:
+        """PSNR over the chunks checked so far (None before any was)."""
+        if self._hi < self._lo:
             return None
         from .metrics import psnr_from
-        return psnr_from(self._sq_err / voxels, self._hi - self._lo)
+        return psnr_from(self._sq_err / self._voxels, self._hi - self._lo)
 
     def summary(self) -> dict:
         """JSON-ready summary."""
@@ -100,13 +103,12 @@ def _encode_group(layout, source, units, init, verify: bool, torch_threads: int 
     group must be written, every non-empty chunk of the group is fitted (same batch as an
     uninterrupted run), and only the missing units' payloads are written.
     """
-    t0 = time.perf_counter()
     if torch_threads:
         _set_torch_threads(torch_threads)
     stats = dict(chunks_encoded=0, chunks_skipped=0, chunks_empty=0, stored_bytes=0, fit_steps=0,
                  sq_err=0.0, lo=math.inf, hi=-math.inf, max_abs=None, voxels=0)
     status = {u: layout.status(u) for u in units}
-    chunks = [(u, c) for u in units for c in layout.unit_chunks(u)]
+    chunks = [c for u in units for c in layout.unit_chunks(u)]
     data = {}
     for u in units:
         region = layout.unit_region(u)
@@ -117,7 +119,7 @@ def _encode_group(layout, source, units, init, verify: bool, torch_threads: int 
     todo = [u for u in units if status[u] != "ok"]
     payloads: dict = {}
     if todo:
-        fit_chunks = [c for _, c in chunks if not layout.is_empty(data[c])]
+        fit_chunks = [c for c in chunks if not layout.is_empty(data[c])]
         encoded = layout.codec.encode_batch([layout.pad(data[c]) for c in fit_chunks], init=init)
         payloads = {c: e.payload for c, e in zip(fit_chunks, encoded)}
         steps = {c: e.steps for c, e in zip(fit_chunks, encoded)}
@@ -135,7 +137,7 @@ def _encode_group(layout, source, units, init, verify: bool, torch_threads: int 
             stats["chunks_empty"] += sum(p is None for p in stored)
             payloads.update({c: p for c, p in zip(layout.unit_chunks(u), stored) if p is not None})
     if verify:
-        for _, c in chunks:
+        for c in chunks:
             x = np.asarray(data[c], np.float64)
             p = payloads.get(c)
             y = (np.asarray(decode(p), np.float64)[tuple(slice(0, s) for s in x.shape)] if p is not None
@@ -144,8 +146,7 @@ def _encode_group(layout, source, units, init, verify: bool, torch_threads: int 
             stats["sq_err"] += float(np.sum(err ** 2))
             stats["max_abs"] = max(stats["max_abs"] or 0.0, float(err.max()))
             stats["lo"], stats["hi"] = min(stats["lo"], float(x.min())), max(stats["hi"], float(x.max()))
-    stats["voxels"] = sum(int(np.prod(data[c].shape)) for _, c in chunks)
-    stats["seconds"] = time.perf_counter() - t0
+    stats["voxels"] = sum(data[c].size for c in chunks)
     return stats
 
 
@@ -165,28 +166,6 @@ def _set_torch_threads(n: int) -> None:
 
 # --- target --------------------------------------------------------------------------------
 
-def _serializer_for(codec):
-    from .zarr3 import SERIALIZERS
-    for cls in SERIALIZERS.values():
-        if isinstance(codec, cls.codec_cls):
-            return cls(**{k: v for k, v in codec.get_config().items() if k != "id"})
-    raise TypeError(f"no Zarr v3 serializer for {type(codec).__name__}")
-
-
-def _numcodecs(codec) -> InrCodec:
-    from .zarr3 import InrSerializer
-    if isinstance(codec, InrSerializer):
-        return codec.codec
-    if isinstance(codec, InrCodec):
-        return codec
-    raise TypeError(f"codec must be an inr-codecs codec (e.g. SIRENCodec(ratio=64)) or its Zarr v3 "
-                    f"serializer, not {type(codec).__name__}")
-
-
-def _same_codec(a: InrCodec, b: InrCodec) -> bool:
-    return a.get_config() == b.get_config()
-
-
 def open_target(target, source: Source, codec, *, chunks=None, shards=None, zarr_format=None,
                 overwrite=False, fill_value=None):
     """The zarr array to write: ``target`` itself (a zarr.Array), or the array at a path,
@@ -195,14 +174,15 @@ def open_target(target, source: Source, codec, *, chunks=None, shards=None, zarr
     shape, dtype, chunking and codec are what this call asks for; otherwise ValueError,
     unless ``overwrite``. Nothing is created or deleted before every check passed."""
     import zarr
+
+    from .zarr3 import InrSerializer, as_codec, serializer_for
     if isinstance(target, zarr.Array):
         if overwrite:
             raise ValueError("overwrite=True needs a path target; an array object is written into as it is")
         z = target
-        if codec is not None:
-            have = _array_codec(z)
-            if not _same_codec(have, _numcodecs(codec)):
-                raise ValueError(f"the target array's codec is {have!r}, not the {_numcodecs(codec)!r} asked for")
+        if codec is not None and _array_codec(z) != as_codec(codec):
+            raise ValueError(f"the target array's codec is {_array_codec(z)!r}, not the {as_codec(codec)!r} "
+                             "asked for")
         _check_fits(z, source)
         return z
     if not isinstance(target, (str, os.PathLike)):
@@ -213,8 +193,7 @@ def open_target(target, source: Source, codec, *, chunks=None, shards=None, zarr
         z = zarr.open_array(target, mode="r+")
         _check_fits(z, source)
         return z
-    inr = _numcodecs(codec)
-    from .zarr3 import InrSerializer
+    inr = as_codec(codec)
     fmt = zarr_format or (3 if isinstance(codec, InrSerializer) or shards else 2)
     if fmt not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format}")
@@ -248,7 +227,7 @@ def open_target(target, source: Source, codec, *, chunks=None, shards=None, zarr
               fill_value=0 if fill_value is None else fill_value)
     if fmt == 2:
         return zarr.create_array(target, zarr_format=2, compressors=inr, filters=None, **kw)
-    return zarr.create_array(target, shards=shards, serializer=_serializer_for(inr), compressors=None,
+    return zarr.create_array(target, shards=shards, serializer=serializer_for(inr), compressors=None,
                              filters=None, **kw)
 
 
@@ -337,20 +316,18 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
     init = _warm_start(layout, src, warm_start) if warm_start else None
     result = Result(str(target if not hasattr(target, "store_path") else target.store_path), layout.shape,
                     str(layout.dtype), layout.chunks, layout.codec.get_config(),
-                    chunks_total=int(np.prod([math.ceil(s / c) for s, c in zip(layout.shape, layout.chunks)])),
+                    chunks_total=math.prod(layout.chunk_grid),
                     raw_bytes=int(np.prod(layout.shape)) * layout.dtype.itemsize)
     bar = _bar(result.chunks_total, src.name) if progress else None
-    voxels = [0]
 
     def done(part):
         result.add(part)
-        voxels[0] += part["voxels"]
         result.seconds = time.perf_counter() - t0
         if bar is not None:
             n = part["chunks_encoded"] + part["chunks_skipped"] + part["chunks_empty"]
-            mb_s = voxels[0] * layout.dtype.itemsize / 1e6 / max(result.seconds, 1e-9)
+            mb_s = result._voxels * layout.dtype.itemsize / 1e6 / max(result.seconds, 1e-9)
             post = {"MB/s": f"{mb_s:.3g}"}
-            p = result.running_psnr(voxels[0]) if verify else None
+            p = result.running_psnr()
             if p is not None:
                 post["PSNR"] = f"{p:.2f}"
             bar.set_postfix(post, refresh=False)
@@ -368,8 +345,7 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
         if bar is not None:
             bar.close()
     result.seconds = time.perf_counter() - t0
-    if verify:
-        result.psnr = result.running_psnr(voxels[0])
+    result.psnr = result.running_psnr()
     return result
 
 

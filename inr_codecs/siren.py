@@ -152,6 +152,19 @@ class SIRENCodec(InrCodec):
             return (0,)
         return (self.bits,) if self.bits is not None else AUTO_BITS
 
+    def _candidates(self, shape, itemsize) -> list[tuple[int, int]]:
+        """(bits, width) of each network size the codec may train for chunks of this shape."""
+        widths = [(b, self._width_for(shape, itemsize, b)) for b in self._candidate_bits()]
+        return [(b, w) for b, w in widths if w >= MIN_WIDTH]
+
+    def _fixed_size(self, shape, itemsize) -> tuple[int, int]:
+        """(bits, width) of the one network a warm start initialises (a fixed bit depth only)."""
+        candidates = self._candidates(shape, itemsize)
+        if len(candidates) != 1:
+            raise ValueError("a warm start (init, learn_init) needs a fixed bit depth "
+                             "(bits=None tries several network sizes)")
+        return candidates[0]
+
     def _width_for(self, shape, itemsize, bits) -> int:
         enc = quant.ENCODINGS[self.encoding]
         solved = solve_width(shape, itemsize, self.ratio, self.depth, enc, bits)
@@ -174,10 +187,9 @@ class SIRENCodec(InrCodec):
         cfg = self._fit_config()
         targets = np.stack([normalise(a, lo, hi) for a, (lo, hi) in zip(arrs, ranges)])
         enc = quant.ENCODINGS[self.encoding]
-        candidates = [(b, self._width_for(shape, arrs[0].dtype.itemsize, b)) for b in self._candidate_bits()]
-        candidates = [(b, w) for b, w in candidates if w >= MIN_WIDTH]
+        candidates = self._candidates(shape, arrs[0].dtype.itemsize)
         if init is not None:
-            init = self._check_init(init, shape, candidates)
+            init = self._check_init(init, shape, arrs[0].dtype.itemsize)
         n = len(arrs)
         if len(candidates) == 1:
             bits, width = candidates[0]
@@ -218,11 +230,9 @@ class SIRENCodec(InrCodec):
                     chosen[i] = (b, w, [p[j] for p in fitted.params], pilot + int(fitted.steps[j]))
         return chosen
 
-    def _check_init(self, init, shape, candidates):
+    def _check_init(self, init, shape, itemsize):
         init = [np.asarray(p, np.float32) for p in init]
-        if len(candidates) != 1:
-            raise ValueError("init needs a fixed bit depth (bits=None tries several network sizes)")
-        want = siren_shapes(len(coord_axes(shape)), candidates[0][1], self.depth)
+        want = siren_shapes(len(coord_axes(shape)), self._fixed_size(shape, itemsize)[1], self.depth)
         if [p.shape for p in init] != [tuple(s) for s in want]:
             raise ValueError(f"init has tensor shapes {[p.shape for p in init]}, but {shape} chunks at ratio "
                              f"{self.ratio:g} train a SIREN with shapes {want}")
@@ -246,12 +256,10 @@ class SIRENCodec(InrCodec):
         if any(a.shape != shape for a in arrs):
             raise ValueError("learn_init needs chunks of one shape")
         self.check_chunk(shape, arrs[0].dtype)
-        candidates = [(b, self._width_for(shape, arrs[0].dtype.itemsize, b)) for b in self._candidate_bits()]
-        if len(candidates) != 1:
-            raise ValueError("learn_init needs a fixed bit depth (bits=None tries several network sizes)")
+        width = self._fixed_size(shape, arrs[0].dtype.itemsize)[1]
         targets = np.stack([normalise(a, *value_range(a)) for a in arrs])
         cfg = replace(self._fit_config(), lr_schedule="constant", target_psnr=None, plateau_steps=None)
-        theta = self._init(len(coord_axes(shape)), candidates[0][1])
+        theta = self._init(len(coord_axes(shape)), width)
         inner = inner_steps or max(1, self.steps // 10)
         for r in range(rounds):
             cfg_r = replace(cfg, seed=self.seed + r)

@@ -122,5 +122,23 @@ class SCISerializer(InrSerializer):
 #: Zarr v3 serializer of each codec, by the name the CLI and docs use.
 SERIALIZERS = {"siren": SIRENSerializer, "sci": SCISerializer}
 
+
+def serializer_for(codec: InrCodec) -> InrSerializer:
+    """The Zarr v3 serializer of a numcodecs inr-codecs codec, with the same configuration."""
+    for cls in SERIALIZERS.values():
+        if isinstance(codec, cls.codec_cls):
+            return cls(**{k: v for k, v in codec.get_config().items() if k != "id"})
+    raise TypeError(f"no Zarr v3 serializer for {type(codec).__name__}")
+
+
+def as_codec(codec) -> InrCodec:
+    """The numcodecs codec of an inr-codecs codec or of its Zarr v3 serializer."""
+    if isinstance(codec, InrSerializer):
+        return codec.codec
+    if isinstance(codec, InrCodec):
+        return codec
+    raise TypeError(f"codec must be an inr-codecs codec (e.g. SIRENCodec(ratio=64)) or its Zarr v3 "
+                    f"serializer, not {type(codec).__name__}")
+
 for _cls in SERIALIZERS.values():
     register_codec(_cls.codec_cls.codec_id, _cls)

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import google_crc32c  # the crc32c implementation zarr's own ``crc32c`` codec uses
 import numpy as np
-from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
@@ -43,7 +42,7 @@ from .zarr3 import InrSerializer
 
 if TYPE_CHECKING:
     import zarr
-    from zarr.abc.store import ByteRequest, Store
+    from zarr.abc.store import Store
 
 __all__ = ["Layout"]
 
@@ -68,8 +67,8 @@ def _enum_value(value: Any) -> Any:
 
 # --- store I/O (synchronous wrappers over zarr's async Store API) ---------------------------
 
-def _get(store: Store, key: str, byte_range: ByteRequest | None = None) -> bytes | None:
-    buf = sync(store.get(key, prototype=default_buffer_prototype(), byte_range=byte_range))
+def _get(store: Store, key: str) -> bytes | None:
+    buf = sync(store.get(key, prototype=default_buffer_prototype()))
     return None if buf is None else buf.to_bytes()
 
 
@@ -278,11 +277,6 @@ class Layout:
         """The array region a chunk covers, clipped to the array's shape."""
         return _region(_check_coords(chunk, self.chunk_grid, "chunk"), self.chunks, self.shape)
 
-    def chunk_unit(self, chunk) -> tuple[int, ...]:
-        """Grid coordinates of the write unit holding a chunk."""
-        chunk = _check_coords(chunk, self.chunk_grid, "chunk")
-        return tuple(c // n for c, n in zip(chunk, self.chunks_per_unit))
-
     # --- chunk data ---
 
     def pad(self, data: np.ndarray) -> np.ndarray:
@@ -354,29 +348,6 @@ class Layout:
             return 0
         _set(self.store, key, data)
         return len(data)
-
-    def read_payload(self, chunk) -> bytes | None:
-        """The stored payload of one chunk, or None if it is not stored (empty). A shard is
-        read by byte ranges: its index, then the payload. Raises PayloadError for a
-        corrupt shard index; the payload itself is returned unchecked."""
-        chunk = _check_coords(chunk, self.chunk_grid, "chunk")
-        key = self.unit_key(self.chunk_unit(chunk))
-        if not self.sharded:
-            return _get(self.store, key)
-        size = self._index_nbytes
-        request = RangeByteRequest(0, size) if self.index_location == "start" else SuffixByteRequest(size)
-        raw = _get(self.store, key, request)
-        if raw is None:
-            return None
-        index = self._decode_index(raw, key)
-        offset, nbytes = (int(v) for v in index[self._local(chunk)])
-        if offset == EMPTY:
-            return None
-        data = _get(self.store, key, RangeByteRequest(offset, offset + nbytes))
-        if data is None or len(data) != nbytes:
-            raise PayloadError(f"shard {key!r} is truncated: chunk {chunk} lies at bytes "
-                               f"{offset}..{offset + nbytes}")
-        return data
 
     def read_payloads(self, unit) -> list[bytes | None]:
         """The stored payloads of a write unit (one read), in :meth:`unit_chunks` order; None

@@ -129,8 +129,17 @@ def test_killed_cli_run_resumes_with_the_same_command(vol, tmp_path, reference):
     import json
     summary = json.loads(done.stdout)
     assert summary["chunks_skipped"] + summary["chunks_encoded"] == 6
-    assert summary["chunks_skipped"] >= len(written) - 1   # a file caught mid-write may be redone
+    intact = sum(_is_payload(b) for b in written.values())    # a file caught mid-write is redone
+    assert (summary["chunks_skipped"], summary["chunks_encoded"]) == (intact, 6 - intact)
     assert _chunk_files(target) == reference
+
+
+def _is_payload(data) -> bool:
+    try:
+        decode(data)
+    except ValueError:
+        return False
+    return True
 
 
 def _files(path):
@@ -236,8 +245,13 @@ def test_early_stopping_stops_at_the_target(vol):
         assert e.steps < f.steps == 150
         peak_psnr = psnr(c, decode(e.payload))      # peak = the chunk's max - min, as the target
         assert peak_psnr >= 20.0 - 1.5 and psnr(c, decode(f.payload)) > peak_psnr
-    plateau = fast_codec(8, steps=150, plateau_steps=10).encode_batch(chunks)
-    assert all(p.steps <= 150 for p in plateau)
+    # a fit that makes no progress (lr 1e-7) stops once plateau_steps steps gained nothing (checked
+    # every CHECK_EVERY steps), then gets its 15 quantisation-aware steps; one that learns goes on
+    from inr_codecs.fit import CHECK_EVERY
+    stalled = fast_codec(8, steps=150, plateau_steps=20, lr=1e-7, lr_schedule="constant").encode_batch(chunks)
+    assert [e.steps for e in stalled] == [CHECK_EVERY + 20 + 15] * 2
+    learning = fast_codec(8, steps=150, plateau_steps=20, lr_schedule="constant").encode_batch(chunks)
+    assert [e.steps for e in learning] == [150, 150]
     with pytest.raises(ValueError, match="plateau_steps"):
         fast_codec(8, plateau_steps=3)
 
@@ -254,7 +268,9 @@ def test_error_sampling_and_learned_init(vol, tmp_path):
     def mean(enc):
         return np.mean([psnr(c, decode(e.payload)) for c, e in zip(chunks, enc)])
 
-    assert mean(warm) > mean(cold) and mean(err) > 10
+    assert mean(warm) > mean(cold) and mean(err) > mean(cold) - 1.0
+    with pytest.raises(ValueError, match="fixed bit depth"):
+        fast_codec(8, bits=None).learn_init(chunks)
     with pytest.raises(ValueError, match="init has tensor shapes"):
         codec.encode_batch(chunks, init=init[:-1])
     with pytest.raises(ValueError, match="warm start"):
