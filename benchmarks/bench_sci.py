@@ -4,37 +4,43 @@
 
 Each run writes the whole volume to a local Zarr v3 array (chunks --chunks, default one chunk per
 128x128 tile of half the slices) and reads it back (see ``bench_siren.run_one`` for the measures).
-Variants (paper Table 2 names): ``siren`` (SIRENCodec: one SIREN per chunk, fr = 1, Adam),
-``sci`` (SCICodec with the paper's defaults: adaptive partition, fr = 2.2, |x|/D allocation,
-Adamax), ``sci_adam`` (the same with Adam), ``NP`` (no partition), ``EP`` (equidistant
+Variants (paper Table 2 names): ``siren`` (SIRENCodec: one SIREN per chunk, fr = 1, Adam; ``siren_adamax``),
+``sci`` (SCICodec with the paper's settings, ``SCICodec.paper_settings``: adaptive partition,
+fr = 2.2, |x|/D allocation, Adamax), ``sci_adam`` (the same with Adam), ``NP`` (no partition), ``EP`` (equidistant
 partition), ``fr1`` (fr = 1), ``equal``, ``size``, ``d`` (allocation rules), ``sci_a8``
 (a_max = 8: the partition where the budget-derived a_max gives none), ``no_deblock`` and
-``NP_adam``. ``--one-chunk`` crops each volume to one chunk at its centre (for step studies).
+``NP_adam``, each a change of the paper's settings; ``default`` is ``SCICodec``'s own defaults
+(files written before the defaults changed ran ``sci`` as the then default, the same
+settings). ``--one-chunk`` crops each volume to one chunk at its centre (for step studies).
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 
-from bench_siren import machine, record, run_one
+from bench_siren import parser, record, run_one
 
 from inr_codecs import BudgetError, SCICodec
+from inr_codecs.bench import results as schema
 from inr_codecs.datasets import load
 from inr_codecs.zarr3 import SCISerializer, SIRENSerializer
 
+PAPER = SCICodec.paper_settings      # the paper's settings; every ablation changes one of them
+
 VARIANTS = {
     "siren": (SIRENSerializer, {}),
-    "sci": (SCISerializer, {}),
-    "sci_adam": (SCISerializer, {"optimizer": "adam"}),
-    "NP": (SCISerializer, {"partition": "none"}),
-    "EP": (SCISerializer, {"partition": "equidistant"}),
-    "fr1": (SCISerializer, {"fr": 1.0}),
-    "equal": (SCISerializer, {"allocation": "equal"}),
-    "size": (SCISerializer, {"allocation": "size"}),
-    "d": (SCISerializer, {"allocation": "d"}),
-    "sci_a8": (SCISerializer, {"a_max": 8}),
-    "NP_adam": (SCISerializer, {"partition": "none", "optimizer": "adam"}),
-    "no_deblock": (SCISerializer, {"deblock": "off"}),
+    "siren_adamax": (SIRENSerializer, {"optimizer": "adamax"}),
+    "sci": (SCISerializer, PAPER),
+    "sci_adam": (SCISerializer, {**PAPER, "optimizer": "adam"}),
+    "NP": (SCISerializer, {**PAPER, "partition": "none"}),
+    "EP": (SCISerializer, {**PAPER, "partition": "equidistant"}),
+    "fr1": (SCISerializer, {**PAPER, "fr": 1.0}),
+    "equal": (SCISerializer, {**PAPER, "allocation": "equal"}),
+    "size": (SCISerializer, {**PAPER, "allocation": "size"}),
+    "d": (SCISerializer, {**PAPER, "allocation": "d"}),
+    "sci_a8": (SCISerializer, {**PAPER, "a_max": 8}),
+    "NP_adam": (SCISerializer, {**PAPER, "partition": "none", "optimizer": "adam"}),
+    "no_deblock": (SCISerializer, {**PAPER, "deblock": "off"}),
+    "default": (SCISerializer, {}),
 }
 
 #: Variants that differ from ``sci`` only in how blocks are chosen, funded or filtered.
@@ -52,9 +58,7 @@ def blocks_per_chunk(vol, chunks, ratio, cfg) -> int | None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--volumes", nargs="+", default=["nuclei", "ct"])
-    ap.add_argument("--ratios", nargs="+", type=float, default=[64, 256, 1024])
+    ap = parser(__doc__)
     ap.add_argument("--chunks", nargs=3, type=int, help="default: (z/2, 128, 128) of each volume")
     ap.add_argument("--steps", type=int, nargs="+", default=[300], help="one or more step counts")
     ap.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if v != "NP_adam"],
@@ -62,7 +66,8 @@ def main(argv=None):
     ap.add_argument("--one-chunk", action="store_true", help="use only the chunk at the volume's centre")
     ap.add_argument("--out", default="benchmarks/results/sci.json")
     a = ap.parse_args(argv)
-    results = {"machine": machine(), "runs": []}
+    results = schema.new("sci", {"volumes": a.volumes, "ratios": a.ratios, "chunks": a.chunks, "steps": a.steps,
+                                 "variants": a.variants, "one_chunk": a.one_chunk}, schema.command_line())
     for name in a.volumes:
         vol = load(name)
         chunks = tuple(a.chunks) if a.chunks else (-(-vol.shape[0] // 2), 128, 128)

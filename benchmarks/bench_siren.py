@@ -18,7 +18,8 @@ import tempfile
 
 
 from inr_codecs import BudgetError, SIRENCodec
-from inr_codecs.bench.rd import machine, quality, write_json
+from inr_codecs.bench import results as schema
+from inr_codecs.bench.rd import quality
 from inr_codecs.datasets import load
 from inr_codecs.metrics import round_trip
 from inr_codecs.zarr3 import SIRENSerializer
@@ -39,7 +40,7 @@ def record(results: dict, row: dict, out: str) -> None:
     """Add a result row, print it, and rewrite the JSON file (so an interrupted run keeps its rows)."""
     results["runs"].append(row)
     print(json.dumps(row), flush=True)
-    write_json(results, out)
+    schema.write(results, out)
 
 
 def measure(name, vol, chunks, ratio, cfg) -> dict:
@@ -55,17 +56,24 @@ def measure(name, vol, chunks, ratio, cfg) -> dict:
     return row
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments the volume benchmarks share (--volumes, --ratios)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--volumes", nargs="+", default=["nuclei", "ct"])
     ap.add_argument("--ratios", nargs="+", type=float, default=[64, 256, 1024])
+    return ap
+
+
+def main(argv=None):
+    ap = parser(__doc__)
     ap.add_argument("--chunks", nargs=3, type=int, default=[64, 64, 64])
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--bits", type=int, help="fixed quantisation bit depth (default: auto)")
     ap.add_argument("--float16", action="store_true", help="also run float16 weight storage")
     ap.add_argument("--out", default="benchmarks/results/siren.json")
     a = ap.parse_args(argv)
-    results = {"machine": machine(), "chunks": a.chunks, "runs": []}
+    results = schema.new("siren", {"volumes": a.volumes, "ratios": a.ratios, "chunks": a.chunks, "steps": a.steps,
+                                   "bits": a.bits, "float16": a.float16}, schema.command_line())
     for name in a.volumes:
         vol = load(name)
         for ratio in a.ratios:

@@ -7,15 +7,14 @@ on the network's size, not on how well it was trained), then times ``inr_codecs.
 """
 import argparse
 import json
-import os
-import platform
 import time
 
 import numpy as np
 
 from inr_codecs import BudgetError, SIRENCodec, decode
+from inr_codecs.bench import results as schema
 from inr_codecs.datasets import load
-from inr_codecs.siren import describe
+from inr_codecs.methods.siren import describe
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--ratios", nargs="+", type=float, default=[64, 256, 1024])
@@ -23,7 +22,9 @@ ap.add_argument("--out", default="benchmarks/results/decode_speed_cpu.json")
 a = ap.parse_args()
 chunk = np.ascontiguousarray(load("nuclei")[:64, 64:128, 64:128])
 chunk = np.pad(chunk, ((0, 64 - chunk.shape[0]), (0, 0), (0, 0)), mode="edge")
-runs = []
+res = schema.new("decode_speed", {"volume": "nuclei", "ratios": a.ratios, "encode_steps": 20, "timing": "best of 5"},
+                 schema.command_line())
+runs = res["runs"]
 for r in a.ratios:
     try:
         p = SIRENCodec(ratio=r, steps=20, device="cpu").encode(chunk)
@@ -41,7 +42,4 @@ for r in a.ratios:
                  "decode_MBps": round(chunk.nbytes / 1e6 / best, 2),
                  "decode_Mvoxel_per_s": round(chunk.size / 1e6 / best, 2)})
     print(json.dumps(runs[-1]), flush=True)
-res = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                   "cpus": os.cpu_count(), "numpy": np.__version__}, "runs": runs}
-with open(a.out, "w") as f:
-    json.dump(res, f, indent=1)
+schema.write(res, a.out)

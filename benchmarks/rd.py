@@ -42,11 +42,11 @@ def report(volumes) -> None:
         all_results.append(res)
     parts = ["### Each inr-codecs codec against the best classical codecs (PSNR dB)\n", rd.best_table(all_results)]
     for res in all_results:
-        m = res["machine"]
-        parts += [f"\n### {res['volume']}: {'×'.join(map(str, res['shape']))} {res['dtype']}, chunks "
-                  f"{'×'.join(map(str, res['chunks']))}\n",
+        m, s = res["machine"], res["settings"]
+        parts += [f"\n### {s['volume']}: {'×'.join(map(str, s['shape']))} {s['dtype']}, chunks "
+                  f"{'×'.join(map(str, s['chunks']))}\n",
                   f"Measured {res['date']} on {m['processor']}, {m['cpus']} CPUs ({m['platform']}); "
-                  f"INR codecs at {res['steps']} fitting steps on {m.get('device', 'cpu')}.\n\n",
+                  f"INR codecs at {s['steps']} fitting steps on {m.get('device', 'cpu')}.\n\n",
                   rd.table_markdown(res)]
     os.makedirs(os.path.dirname(TABLE), exist_ok=True)
     with open(TABLE, "w") as f:

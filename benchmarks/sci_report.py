@@ -8,7 +8,8 @@ difference to ``sci``; "= sci" where the variant is the same codec there (one bl
 from __future__ import annotations
 
 import argparse
-import json
+
+from inr_codecs.bench import results as schema
 
 LINES = ("siren", "sci", "sci_adam", "NP", "fr1")   # variants drawn as curves; others as markers
 
@@ -93,8 +94,7 @@ def main(argv=None):
     ap.add_argument("results")
     ap.add_argument("--plot", help="write the rate-distortion plot here (PNG)")
     a = ap.parse_args(argv)
-    with open(a.results) as f:
-        data = json.load(f)
+    data = schema.read(a.results)
     data["runs"] = label_steps(data["runs"])
     print(table(data["runs"]))
     print(speed(data["runs"]))

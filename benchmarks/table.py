@@ -2,9 +2,10 @@
 
     python benchmarks/table.py benchmarks/results/siren_cpu_*.json
 """
-import json
 import os
 import sys
+
+from inr_codecs.bench import results as schema
 
 
 def main(paths):
@@ -12,8 +13,7 @@ def main(paths):
           "| encode MB/s | decode MB/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for p in paths:
-        with open(p) as f:
-            runs = json.load(f)["runs"]
+        runs = schema.read(p)["runs"]
         name = os.path.splitext(os.path.basename(p))[0]
         for r in runs:
             bits = "-" if r["encoding"] == "float16" else r.get("bits", "default")

@@ -5,7 +5,8 @@
     python benchmarks/throughput.py --quick --out /tmp/throughput_quick.json     # ~1 min smoke run
 
 Every fit is SIRENCodec(ratio, bits=8, steps=--steps, device=--device), everything else at its
-defaults. Sections (``--sections``; each records its exact settings):
+defaults. Sections (``--sections``; each is one row of the results' ``runs``, tagged ``section``,
+with its exact settings):
 
 batching
     K chunks (default 8 of 30x64x64: the volume's first 30 slices, a 2x4 grid of 64x64 tiles
@@ -45,7 +46,7 @@ import time
 import numpy as np
 
 from inr_codecs import SIRENCodec, compress, decode
-from inr_codecs.bench.rd import machine, write_json
+from inr_codecs.bench import results as schema
 from inr_codecs.datasets import load
 from inr_codecs.metrics import psnr
 
@@ -359,9 +360,10 @@ def resolve(a):
 
 
 def summary(res) -> str:
-    lines = [f"throughput on {res['device']} ({res['machine'].get('cpus')} cpus, torch {res['torch']}, "
-             f"{res['torch_threads_default']} threads), {res['settings']['steps']} steps"]
-    b = res.get("batching")
+    s, sections = res["settings"], {r["section"]: r for r in res["runs"]}
+    lines = [f"throughput on {s['device']} ({res['machine'].get('cpus')} cpus, torch {res['machine']['torch']}, "
+             f"{s['torch_threads_default']} threads), {s['steps']} steps"]
+    b = sections.get("batching")
     if b:
         lines.append(f"batching {b['settings']['k']} x {tuple(b['settings']['chunk'])}: one at a time "
                      f"{b['one_at_a_time']['seconds']:.1f} s / {b['one_at_a_time']['psnr_db_mean']:.2f} dB, together "
@@ -371,7 +373,7 @@ def summary(res) -> str:
             t = b["threads"]
             lines.append(f"  threads: default vs 1 thread is {t['threads_speedup_one_at_a_time']}x (one at a time), "
                          f"{t['threads_speedup_together']}x (together)")
-    t = res.get("time_to_psnr")
+    t = sections.get("time_to_psnr")
     if t:
         lines.append(f"time to {t['settings']['target_psnr']} dB (max {t['settings']['steps']} steps):")
         for name, r in t["runs"].items():
@@ -384,15 +386,15 @@ def summary(res) -> str:
                      f"{e['target_seconds']:.1f} s / {e['target_psnr_db']:.2f} dB ({e['speedup_target']}x), plateau "
                      f"{e['plateau']['seconds']:.1f} s / {e['plateau']['psnr_db_mean']:.2f} dB "
                      f"({e['speedup_plateau']}x)")
-    w = res.get("whole_array")
+    w = sections.get("whole_array")
     if w:
         lines.append(f"whole array {tuple(w['settings']['shape'])} in {tuple(w['settings']['chunks'])}:")
         for r in w["runs"]:
             lines.append(f"  workers={r['workers']}: {r['MB_per_min']:.3f} MB/min ({r['seconds']:.1f} s), "
                          f"{r['psnr_db']:.2f} dB, {r['ratio_achieved']:.1f}x")
-    g = res.get("gpu")
-    if isinstance(g, str):
-        lines.append(f"gpu: {g}")
+    g = sections.get("gpu")
+    if g and "skipped" in g:
+        lines.append(f"gpu: {g['skipped']}")
     elif g:
         lines.append(f"gpu {tuple(g['settings']['shape'])} at {g['settings']['ratio']:g}x: {g['seconds']:.1f} s, "
                      f"{g['MB_per_min']:.2f} MB/min, {g['psnr_db']:.2f} dB, {g['batch_steps_per_s']} steps/s")
@@ -408,12 +410,11 @@ def main(argv=None):
     if vol.ndim != 3:
         sys.exit(f"--volume {a.volume} is {vol.ndim}-d; this benchmark cuts 3D chunks")
     bench = Bench(a, vol)
-    res = {"machine": machine(), "torch": torch.__version__, "torch_threads_default": bench.default_threads,
-           "device": a.device, "date": time.strftime("%Y-%m-%d"), "quick": a.quick,
-           "settings": {"volume": a.volume, "volume_shape": list(vol.shape), "dtype": str(vol.dtype),
-                        "steps": a.steps, "sections": a.sections}}
+    res = schema.new("throughput", {"volume": a.volume, "volume_shape": list(vol.shape), "dtype": str(vol.dtype),
+                                    "steps": a.steps, "sections": a.sections, "device": a.device, "quick": a.quick,
+                                    "torch_threads_default": bench.default_threads}, schema.command_line())
     if a.device == "cuda":
-        res["gpu_name"] = torch.cuda.get_device_name()
+        res["machine"]["gpu"] = torch.cuda.get_device_name()
     bench.warm_up()
     for name in SECTIONS:
         if name in a.sections:
@@ -421,12 +422,12 @@ def main(argv=None):
             t = time.perf_counter()
             out = getattr(bench, name)()
             if isinstance(out, dict):
-                out["wall_s"] = round(time.perf_counter() - t, 1)
-            else:
+                res["runs"].append({"section": name, **out, "wall_s": round(time.perf_counter() - t, 1)})
+            else:   # why it was not measured
                 log(f"  {out}")
-            res[name] = out
-            write_json(res, a.out)
-    write_json(res, a.out)
+                res["runs"].append({"section": name, "skipped": out})
+            schema.write(res, a.out)
+    schema.write(res, a.out)
     log("")
     log(summary(res))
     log(f"wrote {a.out}")

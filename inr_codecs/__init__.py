@@ -1,31 +1,36 @@
 """inr-codecs: lossy implicit-neural-representation codecs for chunked arrays in Zarr.
 
 ``import inr_codecs`` and decoding need numpy (and the entropy coder) only; torch is imported
-when a chunk is compressed.
+when a chunk is compressed. Every method of :mod:`inr_codecs.registry` is exported here: its
+numcodecs codec (``SIRENCodec``, ``SCICodec``, ...) and, on first use (they import zarr), its
+Zarr v3 serializer (``SIRENSerializer``, ``SCISerializer``, ...).
 """
-from numcodecs.registry import register_codec as _register
-
-from .codec import BudgetError, Encoded, decode
+from . import registry
+from .codec import BudgetError, Encoded
 from .payload import PayloadError
 from .pipeline import Result, compress
-from .sci import SCICodec
-from .siren import SIRENCodec
+from .registry import decode
 
-# Entry points find the codecs in a fresh process; registering on import also covers
-# environments where the package is on sys.path without its metadata.
-_register(SIRENCodec)
-_register(SCICodec)
+globals().update({m.codec.__name__: m.codec for m in registry.codecs()})
 
 __version__ = "0.1.0"
-__all__ = ["BudgetError", "Encoded", "PayloadError", "Result", "SCICodec", "SCISerializer", "SIRENCodec",
-           "SIRENSerializer", "__version__", "compress", "decode", "write_ome"]
+__all__ = sorted(["BudgetError", "Encoded", "PayloadError", "Result", "__version__", "compress", "decode",
+                  "write_ome", *(m.codec.__name__ for m in registry.codecs()),
+                  *(m.codec.__name__.removesuffix("Codec") + "Serializer" for m in registry.codecs())])
 
 
 def __getattr__(name):
-    if name in ("SIRENSerializer", "SCISerializer"):   # zarr v3 adapters import zarr: on demand
+    if name.endswith("Serializer"):     # zarr v3 adapters import zarr: on demand
         from . import zarr3
         return getattr(zarr3, name)
     if name == "write_ome":
         from .ome import write_ome
         return write_ome
+    codec = next((m.codec for m in registry.codecs() if m.codec.__name__ == name), None)
+    if codec is not None:               # a method registered after import
+        return codec
     raise AttributeError(f"module 'inr_codecs' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -16,31 +15,12 @@ from collections import Counter
 
 import numpy as np
 
-from . import payload
+from . import registry
 from .codec import BudgetError
+from .fit import OPTION_NAMES
 from .metrics import stored_chunk_bytes
 from .payload import PayloadError
-
-CODECS = ("siren", "sci")   # names of inr_codecs.zarr3.SERIALIZERS, listed here so --help needs no zarr
-
-
-def read_source(path: str):
-    """The whole volume at ``path`` (.npy, .tif/.tiff, .nii/.nii.gz or a Zarr array) as numpy."""
-    from .sources import open_source
-    src = open_source(path)
-    return src.read(tuple(slice(0, n) for n in src.shape))
-
-
-def chunk_regions(shape, chunks):
-    """Slices of every chunk of a regular grid, in C order."""
-    ranges = [range(0, s, c) for s, c in zip(shape, chunks)]
-    for start in itertools.product(*ranges):
-        yield tuple(slice(a, min(a + c, s)) for a, c, s in zip(start, chunks, shape))
-
-
-def parse_ints(text):
-    """``"64,64,64"`` -> ``(64, 64, 64)``; empty or None -> None."""
-    return tuple(int(v) for v in text.split(",")) if text else None
+from .sources import chunk_regions, parse_ints
 
 
 def _progress(total, desc):
@@ -51,22 +31,36 @@ def _progress(total, desc):
     return tqdm(total=total, desc=desc, unit="chunk", file=sys.stderr)
 
 
-def make_codec(name: str, ratio: float, zarr_format: int, **options):
-    """The named codec for a Zarr format: numcodecs codec (v2) or serializer (v3)."""
-    from .zarr3 import SERIALIZERS
-    if name not in SERIALIZERS:
-        raise ValueError(f"unknown codec {name!r}; available: {', '.join(SERIALIZERS)}")
-    opts = {k: v for k, v in options.items() if v is not None}
-    cls = SERIALIZERS[name]
-    return cls.codec_cls(ratio, **opts) if zarr_format == 2 else cls(ratio, **opts)
+def make_codec(name: str, ratio: float, zarr_format: int, preset: str | None = None, **options):
+    """The named codec for a Zarr format: numcodecs codec (v2) or serializer (v3); ``preset``
+    "paper" starts from the method's paper settings. Options set to None are left out."""
+    codec = registry.make(name, ratio, preset=preset, **{k: v for k, v in options.items() if v is not None})
+    if zarr_format == 2:
+        return codec
+    from .zarr3 import serializer_for
+    return serializer_for(codec)
 
 
-def _fit_options(a) -> dict:
-    opts = dict(steps=a.steps, bits=a.bits, device=a.device, seed=a.seed)
-    if a.codec == "siren":
-        opts.update(target_psnr=a.target_psnr, sampling=a.sampling, plateau_steps=a.plateau_steps)
-    elif a.target_psnr or a.sampling or a.plateau_steps:
-        raise ValueError("--target-psnr, --sampling and --plateau-steps apply to --codec siren")
+def parse_option(text: str) -> tuple[str, object]:
+    """``"partition=none"`` -> ``("partition", "none")``; numbers and None/true/false parsed."""
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"--option takes KEY=VALUE, not {text!r}")
+    for parse in (int, float):
+        try:
+            return key, parse(value)
+        except ValueError:
+            pass
+    return key, {"none": None, "true": True, "false": False}.get(value.lower(), value)
+
+
+def _codec_options(a) -> dict:
+    """Every codec option given on the command line; the codec refuses what it does not take."""
+    opts = {k: getattr(a, k) for k in ("bits", *OPTION_NAMES) if getattr(a, k, None) is not None}
+    for key, value in a.option or ():
+        if key in opts:
+            raise ValueError(f"{key} is given twice (--{key.replace('_', '-')} and --option)")
+        opts[key] = value
     return opts
 
 
@@ -91,7 +85,8 @@ def cmd_compress(a) -> int:
         raise ValueError("--ratios (one per level) needs --ome")
     if a.ratio is None and not ratios:
         raise ValueError("--ratio is required (or --ome with --ratios)")
-    codec = make_codec(a.codec, a.ratio if a.ratio is not None else ratios[0], 2, **_fit_options(a))
+    codec = make_codec(a.codec, a.ratio if a.ratio is not None else ratios[0], 2, a.preset,
+                       **_codec_options(a))
     if a.ome:
         from .ome import write_ome
         results = write_ome(src, a.target, codec, ratios=ratios, levels=a.levels, chunks=chunks,
@@ -128,40 +123,32 @@ def _codec_config(z) -> dict:
 
 def cmd_info(a) -> int:
     import zarr
-
-    from . import sci, siren
     z = zarr.open_array(a.path, mode="r")
     stored, files = stored_chunk_bytes(a.path)
     raw_written = 0
-    methods, widths, blocks, bits = Counter(), Counter(), Counter(), Counter()
+    methods: Counter = Counter()
+    fields: dict[str, dict[str, Counter]] = {}
     sharded = "sharding_indexed" in json.dumps(_codec_config(z))
     for f in ([] if sharded else files):
         with open(os.path.join(a.path, f), "rb") as fh:
             data = fh.read()
         try:
-            header, body = payload.unpack(data)
+            method, header, described = registry.describe(data)
         except PayloadError as e:
             methods["unreadable"] += 1
             print(f"warning: {f}: {e}", file=sys.stderr)
             continue
         raw_written += header.nbytes
-        name = payload.METHOD_NAMES[header.method]
-        methods[name] += 1
-        if name == "siren":
-            fields = siren.read_body_fixed(payload.Reader(body))
-            widths[fields.width] += 1
-            bits[fields.bits] += 1
-        elif name == "sci":
-            fields = sci.read_body_fixed(header.shape, payload.Reader(body))
-            blocks[len(fields.blocks)] += 1
-            bits[fields.bits] += 1
+        methods[method.name] += 1
+        if method.summary is not None:
+            for key, value in method.summary(described).items():
+                fields.setdefault(method.name, {}).setdefault(key, Counter())[value] += 1
     raw_written = raw_written or int(np.prod(z.shape)) * z.dtype.itemsize
     out = {"path": a.path, "shape": list(z.shape), "dtype": str(z.dtype), "chunks": list(z.chunks),
            **_codec_config(z), "stored_files": len(files), "stored_bytes": stored,
            "ratio_achieved": round(raw_written / max(stored, 1), 2)}
     if not sharded:
-        out.update(payload_methods=methods, siren_widths=widths, sci_blocks_per_chunk=blocks,
-                   weight_bits=bits)
+        out.update(payload_methods=methods, payload_fields=fields)
     print(json.dumps(out, indent=None if a.json else 1, default=str))
     return 0
 
@@ -197,13 +184,23 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_bench(a) -> int:
+    try:
+        from .bench import rd     # tooling: imported only when asked for
+    except ImportError as e:      # without the bench extra: say what to install
+        print(f"inr-codecs bench: error: {e}", file=sys.stderr)
+        return 2
+    return rd.main(a.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inr-codecs", description="Lossy neural codecs for Zarr arrays.")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("compress", help="compress a volume into a Zarr array (rerun to resume)")
     c.add_argument("source", help=".npy, .tif, .nii(.gz) or Zarr array")
     c.add_argument("target", help="Zarr array path to create")
-    c.add_argument("--codec", default="siren", choices=CODECS)
+    c.add_argument("--codec", default="siren", choices=registry.names())
+    c.add_argument("--preset", choices=("paper",), help="start from the method's paper settings (e.g. SCI's)")
     c.add_argument("--ratio", type=float, help="compression ratio (a ceiling per chunk); required unless --ratios")
     c.add_argument("--chunks", help="chunk shape, e.g. 64,64,64 (default: 64 per axis)")
     c.add_argument("--shards", help="shard shape (Zarr v3), e.g. 128,128,128")
@@ -212,9 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bits", type=int)
     c.add_argument("--device")
     c.add_argument("--seed", type=int)
-    c.add_argument("--target-psnr", type=float, help="SIREN: stop a chunk's fit at this training PSNR (dB)")
-    c.add_argument("--plateau-steps", type=int, help="SIREN: stop a chunk's fit after this many steps without gain")
-    c.add_argument("--sampling", choices=("uniform", "error"), help="SIREN: voxels drawn per step")
+    c.add_argument("--target-psnr", type=float, help="stop a network's fit at this training PSNR (dB)")
+    c.add_argument("--plateau-steps", type=int, help="stop a network's fit after this many steps without gain")
+    c.add_argument("--sampling", choices=("uniform", "error"), help="voxels drawn per step")
+    c.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE",
+                   help="any other codec parameter, e.g. --option partition=none (repeatable)")
     c.add_argument("--warm-start", choices=("meta",), help="start every chunk from a learned initialisation")
     c.add_argument("--scheduler", default="threads", choices=("threads", "processes", "sync"))
     c.add_argument("--scheduler-address", help="dask.distributed scheduler to run on (e.g. tcp://host:8786)")
@@ -239,15 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--zarr-format", type=int, choices=(2, 3), default=3)
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=cmd_export)
-    from .bench import rd
-    b = sub.add_parser("bench", help="rate-distortion benchmark against classical codecs",
-                       description=rd.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    rd.build_parser(b).set_defaults(func=lambda a: rd.main(args=a))
+    b = sub.add_parser("bench", help="rate-distortion benchmark against classical codecs (needs the bench extra)",
+                       add_help=False)
+    b.add_argument("args", nargs=argparse.REMAINDER, help="see inr-codecs bench --help")
+    b.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:       # everything after it is the benchmark's own (--help included)
+        a = argparse.Namespace(cmd="bench", func=cmd_bench, args=argv[1:])
+    else:
+        a = build_parser().parse_args(argv)
     try:
         return a.func(a)
     except (BudgetError, FileExistsError, FileNotFoundError, ValueError, TypeError, PayloadError) as e:

@@ -1,22 +1,25 @@
 """What every inr-codecs codec shares: chunk checks, normalisation, the byte budget,
-constant chunks, decoding by method id, and the numcodecs ``Codec`` base class."""
+constant chunks, storage and fitting options, and the numcodecs ``Codec`` base class.
+
+A method's codec subclasses :class:`InrCodec` (see ``docs/guides/new-method.md``); decoding
+by method id is the registry's (:func:`inr_codecs.registry.decode`)."""
 from __future__ import annotations
 
-import importlib
 import math
 import struct
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 from numcodecs.abc import Codec
-from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like, ndarray_copy
+from numcodecs.compat import ensure_ndarray_like, ndarray_copy
 
-from . import payload
+from . import payload, quant
+from .fit import OPTION_NAMES, FitOptions
 from .payload import Header, PayloadError, Reader
 
-#: Module that decodes each method id's body (``decode_body(header, reader) -> ndarray``).
-_METHOD_MODULES = {payload.METHODS["siren"]: "inr_codecs.siren", payload.METHODS["sci"]: "inr_codecs.sci"}
+#: Method id of a constant chunk (every codec writes one for a chunk with a single value).
+CONSTANT = 0
 
 
 class BudgetError(ValueError):
@@ -65,8 +68,8 @@ def memory_order(arr: np.ndarray) -> str:
     return "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
 
 
-def header_for(arr: np.ndarray, method: str) -> Header:
-    return Header(payload.METHODS[method], arr.dtype, memory_order(arr), tuple(arr.shape))
+def header_for(arr: np.ndarray, method_id: int) -> Header:
+    return Header(method_id, arr.dtype, memory_order(arr), tuple(arr.shape))
 
 
 def value_range(arr: np.ndarray) -> tuple[float, float]:
@@ -89,20 +92,14 @@ def denormalise(y: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndar
 
 
 def encode_constant(arr: np.ndarray) -> bytes:
-    return payload.pack(header_for(arr, "constant"), arr.reshape(-1)[:1].tobytes())
+    return payload.pack(header_for(arr, CONSTANT), arr.reshape(-1)[:1].tobytes())
 
 
-def decode(buf) -> np.ndarray:
-    """Decode any inr-codecs payload to an array of its recorded shape, dtype and order."""
-    header, body = payload.unpack(ensure_contiguous_ndarray(buf))
-    if header.method == payload.METHODS["constant"]:
-        r = Reader(body)
-        value = r.array(header.dtype, 1)
-        r.done()
-        return np.full(header.shape, value[0], dtype=header.dtype, order=header.order)
-    module = importlib.import_module(_METHOD_MODULES[header.method])
-    out = module.decode_body(header, Reader(body))
-    return np.asarray(out.reshape(header.shape), order=header.order)
+def decode_constant(header: Header, r: Reader) -> np.ndarray:
+    """A constant chunk's body: its one value in the chunk's dtype."""
+    value = r.array(header.dtype, 1)
+    r.done()
+    return np.full(int(np.prod(header.shape)), value[0], dtype=header.dtype)
 
 
 def pack_within_budget(encode: Callable[[int], bytes], bits: int, budget: int,
@@ -137,27 +134,78 @@ def read_range(r: Reader) -> tuple[float, float]:
 
 
 class InrCodec(Codec):
-    """Base numcodecs codec: subclasses set ``codec_id`` and implement ``encode_arrays``.
+    """Base numcodecs codec of every method.
 
-    Every public attribute is constructor configuration (JSON-serialisable); models and
-    caches never live on the instance, so one instance serves concurrent threads.
+    A subclass sets ``codec_id`` (``"inr_codecs.<name>"``, as its registry entry) and
+    implements :meth:`encode_arrays` and :meth:`min_bytes`; its constructor takes its own
+    parameters, then calls ``super().__init__(ratio, bits=..., encoding=..., **fit)``, which
+    validates and stores the storage options and the fitting options (:class:`FitOptions`,
+    with the method's measured defaults ``fit_defaults``). Every public attribute is
+    constructor configuration (JSON-serialisable); models and caches never live on the
+    instance, so one instance serves concurrent threads.
     """
 
     codec_id: str | None = None
+    #: Method id its payloads carry (the registry's).
+    method_id: ClassVar[int]
+    #: Fitting options whose default differs from :class:`FitOptions`' for this method.
+    fit_defaults: ClassVar[dict] = {}
+    #: Fitting options the method does not support: any value but the default is refused.
+    unsupported: ClassVar[tuple[str, ...]] = ()
+    #: Whether ``bits=None`` (a search over bit depths) is supported.
+    auto_bits: ClassVar[bool] = False
+    #: The settings of the method's paper (see :meth:`paper`), or None.
+    paper_settings: ClassVar[dict | None] = None
+
+    def __init__(self, ratio, *, bits=8, encoding="quantised", **fit):
+        name = type(self).__name__
+        self.ratio = check_ratio(ratio)
+        if encoding not in quant.ENCODINGS:
+            raise ValueError(f"encoding must be one of {list(quant.ENCODINGS)}, not {encoding!r}")
+        if bits is None and not self.auto_bits:
+            raise ValueError(f"{name} needs an integer bit depth (2..16)")
+        if bits is not None:
+            quant.levels(int(bits))
+        self.bits, self.encoding = (None if bits is None else int(bits)), encoding
+        unknown = sorted(set(fit) - set(OPTION_NAMES))
+        if unknown:
+            raise TypeError(f"{name}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+        options = FitOptions(**{**self.fit_defaults, **fit})     # validates every value
+        for key in self.unsupported:
+            if getattr(options, key) != getattr(FitOptions(**self.fit_defaults), key):
+                raise ValueError(f"{name} does not support {key}={getattr(options, key)!r}")
+        for key in OPTION_NAMES:
+            setattr(self, key, getattr(options, key))
+
+    @classmethod
+    def paper(cls, ratio, **overrides):
+        """The codec with its paper's settings (``paper_settings``), overridable by keyword."""
+        if cls.paper_settings is None:
+            raise ValueError(f"{cls.__name__} has no paper preset")
+        return cls(ratio, **{**cls.paper_settings, **overrides})
+
+    def fit_options(self, **changes) -> FitOptions:
+        """The fitting options of this codec (with ``changes``)."""
+        return FitOptions(**{**{k: getattr(self, k) for k in OPTION_NAMES}, **changes})
+
+    def budget(self, shape: tuple[int, ...], dtype) -> int:
+        """Payload ceiling in bytes for chunks of ``shape`` and ``dtype``, header included."""
+        return budget_bytes(math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize, self.ratio)
 
     def encode(self, buf):
         return self.encode_batch([buf])[0].payload
 
     def decode(self, buf, out=None):
+        from .registry import decode
         return ndarray_copy(decode(buf), out) if out is not None else decode(buf)
 
     def encode_batch(self, chunks: Sequence, *, init=None) -> list[Encoded]:
         """Payloads of many chunks whose networks train together, in one batched model.
 
-        Each payload is in the format :meth:`encode` writes and decodes with :func:`decode`;
-        chunks of the same shape, dtype and memory order share a batch. ``init`` (SIRENCodec
-        only): initial network parameters for every chunk instead of the seeded SIREN
-        initialisation, e.g. a learned initialisation (``SIRENCodec.learn_init``).
+        Each payload is in the format :meth:`encode` writes and decodes with
+        :func:`inr_codecs.decode`; chunks of the same shape, dtype and memory order share a
+        batch. ``init``: initial network parameters for every chunk (a warm start, e.g.
+        ``SIRENCodec.learn_init``), for methods that support one.
         """
         arrs = [as_chunk(c) for c in chunks]
         ranges = [value_range(a) for a in arrs]
@@ -170,24 +218,27 @@ class InrCodec(Codec):
             self.check_chunk(arr.shape, arr.dtype)
             groups.setdefault((arr.shape, arr.dtype.str, memory_order(arr)), []).append(i)
         for members in groups.values():
-            done = self.encode_arrays([arrs[i] for i in members], [ranges[i] for i in members], init)
+            first = arrs[members[0]]
+            done = self.encode_arrays([arrs[i] for i in members], [ranges[i] for i in members],
+                                      self.budget(first.shape, first.dtype), init)
             for i, enc in zip(members, done):
                 out[i] = enc
         return out
 
-    def encode_arrays(self, arrs: list[np.ndarray], ranges: list[tuple[float, float]],
+    def encode_arrays(self, arrs: list[np.ndarray], ranges: list[tuple[float, float]], budget: int,
                       init=None) -> list[Encoded]:  # pragma: no cover
         """Payloads of non-constant chunks of one shape, dtype and order that passed
-        :meth:`check_chunk`, trained as one batch; ``ranges`` are their (min, max)."""
+        :meth:`check_chunk`, trained as one batch; ``ranges`` are their (min, max), ``budget``
+        the payload ceiling in bytes of each."""
         raise NotImplementedError
 
     def min_bytes(self, shape: tuple[int, ...], bits: int) -> int:  # pragma: no cover
         """Smallest payload (bytes) of a useful network for chunks of ``shape``."""
         raise NotImplementedError
 
-    def smallest_network(self, bits: int) -> str:  # pragma: no cover
+    def smallest_network(self, bits: int) -> str:
         """Words naming the network :meth:`min_bytes` sizes, for error messages."""
-        raise NotImplementedError
+        return f"the smallest useful {type(self).__name__} network ({bits or 16} bits)"
 
     def _smallest_bits(self) -> int:
         """Lowest bit depth the codec may use (0 for float16 weights)."""
@@ -199,9 +250,10 @@ class InrCodec(Codec):
         shape = tuple(int(s) for s in shape)
         bits = self._smallest_bits()
         need = self.min_bytes(shape, bits)
-        raw = int(np.prod(shape)) * dt.itemsize
-        if budget_bytes(raw, self.ratio) >= need:
+        budget = self.budget(shape, dt)
+        if budget >= need:
             return
+        raw = math.prod(shape) * dt.itemsize
         max_ratio = math.floor(raw / need * 10) / 10
         voxels = math.ceil(need * self.ratio / dt.itemsize)
         fix = (f"use ratio <= {max_ratio:g}, chunks of >= {voxels} voxels"
@@ -209,7 +261,7 @@ class InrCodec(Codec):
         if bits > 4:
             fix += f", fewer bits (bits={bits - 2} needs {self.min_bytes(shape, bits - 2)} bytes)"
         raise BudgetError(
-            f"ratio {self.ratio:g} leaves {budget_bytes(raw, self.ratio)} bytes per "
+            f"ratio {self.ratio:g} leaves {budget} bytes per "
             f"{'x'.join(map(str, shape))} {dt} chunk; {self.smallest_network(bits)} needs "
             f"{need} bytes: {fix} or a smaller depth.")
 

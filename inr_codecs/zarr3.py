@@ -3,10 +3,11 @@
     zarr.create_array(store, shape=..., chunks=..., dtype=...,
                       serializer=SIRENSerializer(ratio=64), compressors=None)
 
-The JSON metadata is ``{"name": "inr_codecs.siren", "configuration": {...}}`` with the same
-configuration keys as :class:`inr_codecs.SIRENCodec` (``inr_codecs.sci`` and
-:class:`inr_codecs.SCICodec` likewise). Encoding and decoding run in a worker
-thread so zarr's event loop stays free.
+Every method of the registry gets one, generated from its codec: ``<Name>Codec`` gets
+``<Name>Serializer`` (``SIRENSerializer``, ``SCISerializer``, ...), registered with zarr under
+the codec's id (``inr_codecs.siren``, ...). The JSON metadata is
+``{"name": "inr_codecs.siren", "configuration": {...}}`` with the codec's configuration keys.
+Encoding and decoding run in a worker thread so zarr's event loop stays free.
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
 
-from .codec import InrCodec, decode
+from . import registry
+from .codec import InrCodec
 from .payload import PayloadError
-from .sci import SCICodec
-from .siren import SIRENCodec
+from .registry import decode
 
 
 def _smallest_chunk(chunk_grid) -> tuple[int, ...] | None:
@@ -105,30 +106,41 @@ class InrSerializer(ArrayBytesCodec):
         return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
 
 
-@dataclass(frozen=True, init=False, repr=False, eq=False)   # inherits __eq__ and __hash__
-class SIRENSerializer(InrSerializer):
-    """Zarr v3 serializer for :class:`inr_codecs.SIRENCodec` (same parameters)."""
-
-    codec_cls: ClassVar[type[InrCodec]] = SIRENCodec
+_SERIALIZERS: dict[str, type[InrSerializer]] = {}
 
 
-@dataclass(frozen=True, init=False, repr=False, eq=False)
-class SCISerializer(InrSerializer):
-    """Zarr v3 serializer for :class:`inr_codecs.SCICodec` (same parameters)."""
-
-    codec_cls: ClassVar[type[InrCodec]] = SCICodec
+def _serializer_name(codec_cls: type) -> str:
+    return codec_cls.__name__.removesuffix("Codec") + "Serializer"     # as inr_codecs.__all__ names it
 
 
-#: Zarr v3 serializer of each codec, by the name the CLI and docs use.
-SERIALIZERS = {"siren": SIRENSerializer, "sci": SCISerializer}
+def _install(method: registry.Method) -> None:
+    """Generate, register with zarr and expose (as a module attribute) a method's serializer."""
+    name = _serializer_name(method.codec)
+    cls = dataclass(frozen=True, init=False, repr=False, eq=False)(     # inherits __eq__ and __hash__
+        type(name, (InrSerializer,), {"codec_cls": method.codec, "__module__": __name__, "__qualname__": name,
+                                      "__doc__": f"Zarr v3 serializer for :class:`{method.codec.__name__}` "
+                                                 "(same parameters)."}))
+    _SERIALIZERS[method.name] = cls
+    register_codec(method.codec_id, cls)
+
+
+def serializer(name: str) -> type[InrSerializer]:
+    """The Zarr v3 serializer class of a registered method, by name."""
+    registry.get(name)
+    return _SERIALIZERS[name]
+
+
+def __getattr__(attr: str):
+    for cls in _SERIALIZERS.values():
+        if cls.__name__ == attr:
+            return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 def serializer_for(codec: InrCodec) -> InrSerializer:
     """The Zarr v3 serializer of a numcodecs inr-codecs codec, with the same configuration."""
-    for cls in SERIALIZERS.values():
-        if isinstance(codec, cls.codec_cls):
-            return cls(**{k: v for k, v in codec.get_config().items() if k != "id"})
-    raise TypeError(f"no Zarr v3 serializer for {type(codec).__name__}")
+    cls = serializer(registry.method_of(codec).name)
+    return cls(**{k: v for k, v in codec.get_config().items() if k != "id"})
 
 
 def as_codec(codec) -> InrCodec:
@@ -140,5 +152,4 @@ def as_codec(codec) -> InrCodec:
     raise TypeError(f"codec must be an inr-codecs codec (e.g. SIRENCodec(ratio=64)) or its Zarr v3 "
                     f"serializer, not {type(codec).__name__}")
 
-for _cls in SERIALIZERS.values():
-    register_codec(_cls.codec_cls.codec_id, _cls)
+registry.on_register(_install)

@@ -19,10 +19,15 @@ index), so a shard written here is byte for byte the shard zarr writes for the s
 A :class:`Layout` holds the store and plain values only: it pickles, and a copy in a Dask
 worker process writes to the same store (``LocalStore``, ``FsspecStore``; not ``MemoryStore``,
 see :attr:`Layout.in_memory`).
+
+:func:`open_target` gives the array :func:`~inr_codecs.pipeline.compress` writes: the array
+passed, or the one at a path, created for the source and codec or reopened (to resume) if it
+has exactly the settings asked for.
 """
 from __future__ import annotations
 
 import math
+import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import google_crc32c  # the crc32c implementation zarr's own ``crc32c`` codec uses
 import numpy as np
+import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
@@ -38,13 +44,15 @@ from zarr.storage import MemoryStore, WrapperStore
 
 from .codec import InrCodec
 from .payload import PayloadError, unpack
-from .zarr3 import InrSerializer
+from .registry import method_for
+from .zarr3 import InrSerializer, as_codec, serializer_for
 
 if TYPE_CHECKING:
-    import zarr
     from zarr.abc.store import Store
 
-__all__ = ["Layout"]
+    from .sources import Source
+
+__all__ = ["Layout", "open_target"]
 
 #: Shard index entry of an absent inner chunk (both offset and length).
 EMPTY = 2**64 - 1
@@ -319,6 +327,10 @@ class Layout:
             raise PayloadError(f"payload{where} is not bytes-like: {type(payload).__name__}") from e
         except PayloadError as e:
             raise PayloadError(f"payload{where}: {e}") from None
+        try:
+            method_for(header)
+        except PayloadError as e:
+            raise PayloadError(f"payload{where}: {e}") from None
         dt = self.dtype
         if header.shape != self.chunks or (header.dtype.kind, header.dtype.itemsize) != (
                 dt.kind, dt.itemsize):
@@ -442,3 +454,102 @@ class Layout:
                 raise PayloadError(f"shard {key!r} index entry ({offset}, {nbytes}) points "
                                    f"outside the shard's data (bytes {lo}..{hi})")
         return index
+
+
+# --- the target array -----------------------------------------------------------------------
+
+def open_target(target, source: Source, codec, *, chunks=None, shards=None, zarr_format=None,
+                overwrite=False, fill_value=None) -> zarr.Array:
+    """The zarr array to write: ``target`` itself (a zarr.Array), or the array at a path,
+    created with ``codec`` (Zarr v2 for a numcodecs codec unless ``zarr_format=3``, v3 for a
+    serializer or when ``shards`` is given). An existing array is reused (resumed) if its
+    shape, dtype, chunking and codec are what this call asks for; otherwise ValueError,
+    unless ``overwrite``. Nothing is created or deleted before every check passed."""
+    if isinstance(target, zarr.Array):
+        return _given_array(target, source, codec, overwrite)
+    if not isinstance(target, (str, os.PathLike)):
+        raise TypeError(f"target must be a zarr.Array or a path, not {type(target).__name__}")
+    if codec is None:
+        if not os.path.exists(target):
+            raise ValueError(f"{target} does not exist: pass a codec to create it")
+        z = zarr.open_array(target, mode="r+")
+        _check_fits(z, source)
+        return z
+    inr = as_codec(codec)
+    fmt = zarr_format or (3 if isinstance(codec, InrSerializer) or shards else 2)
+    chunks, shards = _new_chunking(source, inr, fmt, chunks, shards)
+    if os.path.exists(target) and not overwrite:
+        return _resumed_array(target, source, inr, fmt, chunks, shards)
+    return _new_array(target, source, inr, fmt, chunks, shards, overwrite, fill_value)
+
+
+def _given_array(z: zarr.Array, source: Source, codec, overwrite: bool) -> zarr.Array:
+    """``z`` itself, checked: its codec is ``codec`` (if given) and it fits ``source``."""
+    if overwrite:
+        raise ValueError("overwrite=True needs a path target; an array object is written into as it is")
+    if codec is not None and _array_codec(z) != as_codec(codec):
+        raise ValueError(f"the target array's codec is {_array_codec(z)!r}, not the {as_codec(codec)!r} "
+                         "asked for")
+    _check_fits(z, source)
+    return z
+
+
+def _new_chunking(source: Source, inr: InrCodec, fmt: int, chunks, shards):
+    """The chunks and shards (None if unsharded) of a Zarr v``fmt`` array for ``source``:
+    checked against the format, the source's axes and the codec's budget."""
+    if fmt not in (2, 3):
+        raise ValueError(f"zarr_format must be 2 or 3, not {fmt}")
+    if fmt == 2 and shards:
+        raise ValueError("shards need zarr_format=3")
+    chunks = tuple(int(c) for c in chunks) if chunks else tuple(min(s, 64) for s in source.shape)
+    shards = tuple(int(s) for s in shards) if shards else None
+    if len(chunks) != len(source.shape) or (shards and len(shards) != len(source.shape)):
+        raise ValueError(f"chunks {chunks} / shards {shards} need one value per axis of the source "
+                         f"{source.shape}")
+    if shards and any(s % c for s, c in zip(shards, chunks)):
+        raise ValueError(f"shards {shards} must be multiples of chunks {chunks}")
+    inr.check_chunk(chunks, source.dtype)
+    return chunks, shards
+
+
+def _resumed_array(target, source: Source, inr: InrCodec, fmt: int, chunks, shards) -> zarr.Array:
+    """The existing array at ``target``, if it has exactly the settings asked for (to resume);
+    ValueError naming every difference otherwise."""
+    try:
+        z = zarr.open_array(target, mode="r+")
+    except Exception as e:
+        raise ValueError(f"{target} exists and is not a Zarr array ({e}); choose another path or "
+                         "pass overwrite=True") from None
+    want = dict(shape=tuple(source.shape), dtype=np.dtype(source.dtype).str, chunks=chunks,
+                shards=shards, zarr_format=fmt, codec=inr.get_config())
+    have = dict(shape=tuple(z.shape), dtype=np.dtype(z.dtype).str, chunks=tuple(z.chunks),
+                shards=tuple(z.shards) if z.shards else None, zarr_format=z.metadata.zarr_format,
+                codec=_array_codec(z).get_config())
+    diff = [f"{k} {have[k]} (asked {want[k]})" for k in want if have[k] != want[k]]
+    if diff:
+        raise ValueError(f"{target} exists with different " + ", ".join(diff)
+                         + "; pass overwrite=True to replace it, or the same settings to resume")
+    return z
+
+
+def _new_array(target, source: Source, inr: InrCodec, fmt: int, chunks, shards, overwrite: bool,
+               fill_value) -> zarr.Array:
+    """A new array at ``target`` for ``source`` (replacing what is there if ``overwrite``):
+    ``inr`` as the compressor (Zarr v2) or as the serializer (Zarr v3, sharded if ``shards``)."""
+    kw = dict(shape=source.shape, chunks=chunks, dtype=source.dtype, overwrite=overwrite,
+              fill_value=0 if fill_value is None else fill_value)
+    if fmt == 2:
+        return zarr.create_array(target, zarr_format=2, compressors=inr, filters=None, **kw)
+    return zarr.create_array(target, shards=shards, serializer=serializer_for(inr), compressors=None,
+                             filters=None, **kw)
+
+
+def _array_codec(z: zarr.Array) -> InrCodec:
+    return Layout.from_array(z).codec
+
+
+def _check_fits(z: zarr.Array, source: Source) -> None:
+    if tuple(z.shape) != tuple(source.shape):
+        raise ValueError(f"the target array has shape {tuple(z.shape)} but the source {source.shape}")
+    if np.dtype(z.dtype) != np.dtype(source.dtype):
+        raise ValueError(f"the target array has dtype {np.dtype(z.dtype)} but the source {source.dtype}")

@@ -1,13 +1,11 @@
 """The rate-distortion benchmark: classical codec adapters, rate steering, the runner and the CLI."""
-import json
-
 import numpy as np
 import pytest
 
-from inr_codecs.bench import classical, rd
-from inr_codecs.metrics import psnr
+pytest.importorskip("inr_codecs.bench", reason="the benchmark needs the bench extra", exc_type=ImportError)
 
-pytest.importorskip("skimage", reason="the benchmark needs the bench extra (scikit-image)")
+from inr_codecs.bench import classical, rd, results  # noqa: E402
+from inr_codecs.metrics import psnr  # noqa: E402
 
 CODECS = list(classical.CODECS.values())
 
@@ -111,7 +109,8 @@ def test_run_records_every_codec_and_keeps_the_ceiling(tmp_path, crop, monkeypat
         assert r["ratio_achieved"] >= 24
         assert 0 < r["psnr_db"] < 99 and -1 <= r["ssim"] <= 1 and 0 <= r["acc"]["2000"] <= 1
         assert (spec, 24) in res["slices"]
-    saved = json.loads(out.read_text())
+    saved = results.read(out)
+    assert saved["benchmark"] == "rd" and saved["settings"]["chunks"] == [8, 48, 48]
     assert [r["codec"] for r in saved["runs"]] == [r["codec"] for r in res["runs"]]
     assert "slices" not in saved and saved["machine"]["cpus"] >= 1
     table = rd.table_markdown(saved)
@@ -127,8 +126,9 @@ def test_cli_bench_writes_json_plot_and_montage(tmp_path, crop):
     rc = main(["bench", str(src), "--ratios", "16", "32", "--codecs", "downsample", "sperr", "--chunks", "8,48,48",
                *[a for k, p in paths.items() for a in (f"--{k}", str(p))]])
     assert rc == 0
-    res = json.loads(paths["out"].read_text())
+    res = results.read(paths["out"])
     assert {r["ratio_requested"] for r in res["runs"]} == {16, 32}
+    assert res["command"] and res["settings"]["volume"] == "crop"
     for k in ("plot", "montage"):
         assert paths[k].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -75,7 +75,7 @@ def test_info_summarises_payloads(tmp_path, vol, capsys):
     target, info = _compress_then_info(tmp_path, vol, capsys, "--ratio", "8", "--chunks", "16,16,16",
                                        "--zarr-format", "2")
     assert info["payload_methods"] == {"siren": 4} and info["stored_files"] == 4
-    assert set(info["weight_bits"]) == {"8"} and info["ratio_achieved"] >= 8
+    assert set(info["payload_fields"]["siren"]["bits"]) == {"8"} and info["ratio_achieved"] >= 8
     _export_matches(tmp_path, target, 2)
 
 
@@ -93,9 +93,11 @@ def test_errors_are_clear_and_nothing_is_overwritten(tmp_path, vol, capsys):
     assert "--chunks" in capsys.readouterr().err
 
 
-def test_cli_lists_every_serializer():
-    from inr_codecs import cli, zarr3
-    assert tuple(zarr3.SERIALIZERS) == cli.CODECS
+def test_cli_lists_every_method():
+    from inr_codecs import cli, registry
+    choices = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices["compress"]._actions
+                   if a.dest == "codec").choices
+    assert list(choices) == registry.names() == ["siren", "sci"]
 
 
 def test_console_script_is_installed():
@@ -108,7 +110,7 @@ def test_sci_compress_and_info(tmp_path, capsys):
     _, info = _compress_then_info(tmp_path, x, capsys, "--codec", "sci", "--ratio", "4",
                                   "--chunks", "16,32,32", "--zarr-format", "2")
     assert info["payload_methods"] == {"sci": 1} and info["ratio_achieved"] >= 4
-    assert info["compressor"]["id"] == "inr_codecs.sci" and sum(info["sci_blocks_per_chunk"].values()) == 1
+    assert info["compressor"]["id"] == "inr_codecs.sci" and sum(info["payload_fields"]["sci"]["blocks"].values()) == 1
 
 
 def test_compress_ome_and_resume(tmp_path, capsys):
@@ -130,3 +132,19 @@ def test_compress_ome_and_resume(tmp_path, capsys):
     assert main(cmd) == 0
     again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [lv["chunks_encoded"] for lv in again] == [0, 0]
+
+
+def test_sci_paper_preset_and_options(tmp_path, capsys):
+    """``--preset paper`` starts from SCI's paper settings; ``--option`` sets any other parameter
+    and the codec itself refuses what it does not take."""
+    x = smooth_volume((16, 32, 32), "uint16")
+    _, info = _compress_then_info(tmp_path, x, capsys, "--codec", "sci", "--preset", "paper", "--ratio", "4",
+                                  "--chunks", "16,32,32", "--zarr-format", "2", "--option", "a_max=8",
+                                  "--option", "deblock=off")
+    cfg = info["compressor"]
+    assert (cfg["optimizer"], cfg["partition"], cfg["a_max"], cfg["deblock"]) == ("adamax", "adaptive", 8, "off")
+    assert sum(info["payload_fields"]["sci"]["blocks"].values()) == 1
+    np.save(tmp_path / "x.npy", x)
+    assert main(["compress", str(tmp_path / "x.npy"), str(tmp_path / "y.zarr"), "--ratio", "4",
+                 "--option", "partition=adaptive", *FAST]) == 2          # SIRENCodec has no partition
+    assert "unexpected keyword argument(s) 'partition'" in capsys.readouterr().err

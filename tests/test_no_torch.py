@@ -7,7 +7,7 @@ import numpy as np
 import zarr
 from conftest import DATA, fast_codec, fast_serializer, smooth_volume
 
-import inr_codecs.sci
+from inr_codecs.methods.sci import describe
 from inr_codecs.zarr3 import SCISerializer
 
 
@@ -26,7 +26,7 @@ def test_decode_without_torch(tmp_path):
                             serializer=SCISerializer(ratio=4, a_max=8, partition="equidistant", steps=12,
                                                      device="cpu"), compressors=None)
     sci[:] = x
-    assert len(inr_codecs.sci.describe((tmp_path / "sci.zarr" / "c" / "0" / "0" / "0").read_bytes()).blocks) == 8
+    assert len(describe((tmp_path / "sci.zarr" / "c" / "0" / "0" / "0").read_bytes()).blocks) == 8
     np.save(tmp_path / "v2.npy", v2[:])
     np.save(tmp_path / "v3.npy", v3[:])
     np.save(tmp_path / "sci.npy", sci[:])
@@ -51,3 +51,25 @@ def test_decode_without_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "decoded without torch" in out.stdout
+
+
+def test_tooling_is_off_the_runtime_import_path():
+    """Importing the package, its Zarr adapters, the pipeline and the CLI (and building the CLI's
+    parser) never imports the benchmark or the dataset fetcher; the fetcher names its extra."""
+    code = textwrap.dedent("""
+        import sys
+        import inr_codecs, inr_codecs.zarr3, inr_codecs.pipeline, inr_codecs.ome, inr_codecs.cli
+        inr_codecs.cli.build_parser()
+        tooling = sorted(m for m in sys.modules if m.startswith(("inr_codecs.bench", "inr_codecs.datasets")))
+        assert not tooling, tooling
+        sys.modules["tifffile"] = None
+        try:
+            import inr_codecs.datasets
+        except ImportError as e:
+            assert "pip install 'inr-codecs[io]'" in str(e) and "tifffile" in str(e), e
+        else:
+            raise AssertionError("inr_codecs.datasets imported without tifffile")
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

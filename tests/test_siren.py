@@ -7,9 +7,11 @@ from conftest import fast_codec, smooth_volume
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from inr_codecs import BudgetError, SIRENCodec, decode, payload, siren
+from inr_codecs import BudgetError, SIRENCodec, decode, payload, registry
+from inr_codecs.methods import siren
 from inr_codecs.metrics import psnr
-from inr_codecs.siren import MIN_WIDTH, describe
+from inr_codecs.methods.siren import describe
+from inr_codecs.methods.siren.encoder import MIN_WIDTH
 
 DTYPES = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"]
 
@@ -56,7 +58,7 @@ def test_constant_chunks_are_exact_without_a_network(dtype):
     x = np.full((8, 16, 16), np.array(7, dtype=dtype) if dtype != "int8" else -3, dtype=dtype)
     p = fast_codec().encode(x)
     header, _ = payload.unpack(p)
-    assert payload.METHOD_NAMES[header.method] == "constant"
+    assert registry.get(header.method).name == "constant"
     assert np.array_equal(decode(p), x) and decode(p).dtype == x.dtype
 
 

@@ -11,7 +11,7 @@ import zarr
 from conftest import fast_codec, fast_sci, fast_serializer, smooth_volume
 
 import inr_codecs
-from inr_codecs import BudgetError, SIRENCodec, codec as codec_mod
+from inr_codecs import BudgetError, SIRENCodec, registry
 from inr_codecs.metrics import psnr
 from inr_codecs.zarr3 import SCISerializer, SIRENSerializer
 
@@ -138,12 +138,12 @@ def test_slices_decode_only_touched_chunks(tmp_path, volume, monkeypatch, fmt):
     path = str(tmp_path / "a.zarr")
     _write(path, volume, fmt)
     calls = []
-    real = codec_mod.decode
+    real = registry.decode
 
     def counting(buf):
         calls.append(1)
         return real(buf)
-    monkeypatch.setattr(codec_mod, "decode", counting)
+    monkeypatch.setattr(registry, "decode", counting)
     monkeypatch.setattr(inr_codecs.zarr3, "decode", counting)
     r = zarr.open_array(path, mode="r")
     r[2:5, 3:9, 1]                      # one chunk

@@ -14,6 +14,7 @@ def _pyplot():
 def rd_plot(results: dict, path: str) -> None:
     """PSNR and SSIM against achieved ratio, one line per codec; inr-codecs solid, classical dashed."""
     plt = _pyplot()
+    settings = results["settings"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     curves = {}
     for r in results["runs"]:
@@ -28,16 +29,16 @@ def rd_plot(results: dict, path: str) -> None:
         axes[0].plot(x, [r["psnr_db"] for r in rows], label=label, **style)
         if all(r.get("ssim") is not None for r in rows):
             axes[1].plot(x, [r["ssim"] for r in rows], label=label, **style)
-    shape = "×".join(map(str, results["shape"]))
+    shape = "×".join(map(str, settings["shape"]))
     for ax, what in zip(axes, ("PSNR (dB, peak = max − min)", "SSIM (3D)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("compression ratio (raw bytes / stored bytes)")
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    title = f"{results['volume']} ({shape} {results['dtype']}, chunks {'×'.join(map(str, results['chunks']))})"
+    title = f"{settings['volume']} ({shape} {settings['dtype']}, chunks {'×'.join(map(str, settings['chunks']))})"
     if any(kind == "inr" for kind, _ in curves):
-        title += f"; INR codecs at {results['steps']} steps on {results['machine'].get('device', 'cpu')}"
+        title += f"; INR codecs at {settings['steps']} steps on {results['machine'].get('device', 'cpu')}"
     fig.suptitle(title, fontsize=9.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -67,7 +68,7 @@ def montage(results: dict, path: str, ratio) -> None:
         ax.set_axis_off()
     if rows:
         fig.colorbar(im, ax=axes[1, 0], fraction=0.9, label="|error|")
-    fig.suptitle(f"{results['volume']}: middle slice at {ratio}× requested", fontsize=9)
+    fig.suptitle(f"{results['settings']['volume']}: middle slice at {ratio}× requested", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -21,36 +21,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-from ..cli import CODECS as INR_CODECS
-from ..cli import parse_ints, chunk_regions
+from .. import registry
+from ..sources import chunk_regions, parse_ints
 from ..metrics import psnr, round_trip
-from . import classical
+from . import classical, results as schema
 
-INR_DEFAULT = ("siren", "sci", "sci:optimizer=adam")
+
+
+def inr_default() -> list[str]:
+    """Every registered method at its defaults, and at its paper's settings where it has a preset."""
+    return ([m.name for m in registry.codecs()]
+            + [f"{m.name}:preset=paper" for m in registry.codecs() if m.codec.paper_settings is not None])
+
 CLASSICAL_DEFAULT = tuple(classical.CODECS)
-LABELS = {"siren": "SIREN", "sci": "SCI"}
-
-
-def machine() -> dict:
-    """What the numbers were measured on."""
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    try:
-        import torch
-        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                    device="cuda" if torch.cuda.is_available() else "cpu")
-    except ImportError:
-        pass
-    import zarr
-    info["zarr"] = zarr.__version__
-    return info
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
@@ -75,8 +64,9 @@ def spec_label(spec: str) -> str:
     name, cfg = parse_spec(spec)
     if name in classical.CODECS:
         return classical.CODECS[name].label
-    extra = ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "steps")
-    return LABELS.get(name, name) + (f" ({extra})" if extra else "")
+    extra = ", ".join(("paper" if k == "preset" else f"{k}={v}") for k, v in cfg.items() if k != "steps")
+    label = registry.get(name).label if name in registry.names() else name
+    return label + (f" ({extra})" if extra else "")
 
 
 def default_chunks(shape) -> tuple[int, ...]:
@@ -100,12 +90,12 @@ def quality(vol, out, acc_thresholds=()) -> dict:
 def run_inr(vol, chunks, ratio, spec, steps):
     """Write ``vol`` with an inr-codecs serializer to a temporary Zarr v3 array and read it back."""
     from ..codec import BudgetError
-    from ..zarr3 import SERIALIZERS
+    from ..zarr3 import serializer_for
     name, cfg = parse_spec(spec)
     cfg = {"steps": steps, **cfg}
     row = {"kind": "inr", "knob": {"ratio": ratio, **cfg}}
     try:
-        serializer = SERIALIZERS[name](ratio=ratio, **cfg)
+        serializer = serializer_for(registry.make(name, ratio, **cfg))
         serializer.codec.check_chunk(chunks, vol.dtype)
     except BudgetError as e:
         return {**row, "unreachable": str(e)}, None
@@ -151,31 +141,33 @@ def _plain(k):
 
 
 def run(vol, name, ratios, specs, *, chunks=None, steps=300, acc_thresholds=(), out=None,
-        update=None, log=print) -> dict:
+        update=None, command=None, log=print) -> dict:
     """Every codec spec at every ratio on ``vol``; returns (and, with ``out``, keeps writing) the
-    results. Each decoded volume's middle slice along axis 0 is kept in ``results["slices"]``
-    (written beside the JSON, see :func:`write_json`) for :func:`plots.montage`. With ``update``
-    (earlier results of the same volume and settings) rows of the same codec and ratio are
-    replaced and the others kept."""
+    results (:mod:`.results` schema, benchmark ``"rd"``; ``command``: the command line to record).
+    Each decoded volume's middle slice along axis 0 is kept in ``results["slices"]`` (written
+    beside the JSON, see :func:`write_json`) for :func:`plots.montage`. With ``update`` (earlier
+    results of the same volume and settings) rows of the same codec and ratio are replaced and the
+    others kept."""
     for spec in specs:   # a typo fails here, not after hours of fitting
-        if parse_spec(spec)[0] not in (*INR_CODECS, *classical.CODECS):
+        if parse_spec(spec)[0] not in (*registry.names(), *classical.CODECS):
             raise ValueError(f"unknown codec {parse_spec(spec)[0]!r}; available: "
-                             f"{', '.join([*INR_CODECS, *classical.CODECS])}")
+                             f"{', '.join([*registry.names(), *classical.CODECS])}")
     chunks = tuple(chunks or default_chunks(vol.shape))
     if len(chunks) != vol.ndim:
         raise ValueError(f"chunks {chunks} have {len(chunks)} values but the volume has {vol.ndim} axes {vol.shape}")
     mb = vol.nbytes / 1e6
-    results = {"volume": name, "shape": list(vol.shape), "dtype": str(vol.dtype), "chunks": list(chunks),
-               "steps": steps, "acc_thresholds": list(acc_thresholds), "machine": machine(),
-               "date": time.strftime("%Y-%m-%d"), "runs": []}
+    settings = {"volume": name, "shape": list(vol.shape), "dtype": str(vol.dtype), "chunks": list(chunks),
+                "steps": steps, "acc_thresholds": list(acc_thresholds)}
+    results = schema.new("rd", settings, command)
     mid = vol.shape[0] // 2
     slices = {"original": np.array(vol[mid])}
     if update:
         for key in ("shape", "dtype", "chunks", "steps", "acc_thresholds"):
-            if update[key] != results[key]:
-                raise ValueError(f"cannot update results with {key}={update[key]} using {key}={results[key]}")
-        results.update(machine=update["machine"], date=update["date"], updated=results["date"],
-                       runs=list(update["runs"]))
+            before = update["settings"][key]
+            if before != settings[key]:
+                raise ValueError(f"cannot update results with {key}={before} using {key}={settings[key]}")
+        results.update(machine=update["machine"], date=update["date"], command=update["command"],
+                       updated=results["date"], runs=list(update["runs"]))
         slices.update(update.get("slices", {}))
     results["slices"] = slices
     for ratio in ratios:
@@ -212,12 +204,9 @@ def _slices_path(path):
 
 
 def write_json(results, path) -> None:
-    """The results as JSON at ``path`` and the kept slices beside it (``<name>.slices.npz``)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({k: v for k, v in results.items() if k != "slices"}, f, indent=1)
-    os.replace(tmp, path)
+    """The results as JSON at ``path`` (:func:`.results.write`) and the kept slices beside it
+    (``<name>.slices.npz``)."""
+    schema.write({k: v for k, v in results.items() if k != "slices"}, path)
     if results.get("slices"):
         keys = {"|".join(map(str, k)) if isinstance(k, tuple) else k: v for k, v in results["slices"].items()}
         np.savez_compressed(_slices_path(path) + ".tmp.npz", **keys)
@@ -225,9 +214,8 @@ def write_json(results, path) -> None:
 
 
 def read_json(path) -> dict:
-    """Results written by :func:`write_json`, with their slices when the .npz is there."""
-    with open(path) as f:
-        results = json.load(f)
+    """Results written by :func:`write_json` (validated), with their slices when the .npz is there."""
+    results = schema.read(path)
     if os.path.exists(_slices_path(path)):
         with np.load(_slices_path(path)) as z:
             ratios = {str(r["ratio_requested"]): r["ratio_requested"] for r in results["runs"]}
@@ -243,7 +231,7 @@ def _fmt(row, key, digits=2):
 
 def table_markdown(results: dict) -> str:
     """The runs of one volume as a markdown table, best PSNR first within each ratio."""
-    thresholds = results.get("acc_thresholds") or []
+    thresholds = results["settings"].get("acc_thresholds") or []
     head = ["ratio", "codec", "achieved", "PSNR dB", "SSIM", "max err", *[f"Acc({t})" for t in thresholds],
             "enc MB/s", "dec MB/s", "knob"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -260,7 +248,8 @@ def table_markdown(results: dict) -> str:
                          *[f"{r['acc'][str(t)]:.4f}" for t in thresholds],
                          _fmt(r, "encode_MBps", 3), _fmt(r, "decode_MBps", 2), knob]
             else:
-                why = "skipped" if "skipped" in r else (f"max {r['max_ratio']}×" if "max_ratio" in r else "unreachable")
+                why = ("skipped" if "skipped" in r else
+                       f"max {r['max_ratio']}×" if "max_ratio" in r else "unreachable")
                 cells = [why] + ["–"] * (len(head) - 4) + [knob]
             lines.append("| " + " | ".join([f"{ratio}×", r["label"], *cells]) + " |")
     return "\n".join(lines) + "\n"
@@ -286,7 +275,7 @@ def best_table(all_results: list[dict]) -> str:
             for r in cls:
                 cells += [r["label"], _fmt(r, "psnr_db")]
             cells += ["–"] * (len(head) - 2 - len(cells))
-            lines.append("| " + " | ".join([res["volume"], f"{ratio}×", *cells]) + " |")
+            lines.append("| " + " | ".join([res["settings"]["volume"], f"{ratio}×", *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -295,7 +284,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("volume", help="a sample volume name (inr_codecs.datasets) or a .npy/.tif/.nii/Zarr path")
     p.add_argument("--ratios", type=float, nargs="+", default=[64, 256, 1024])
-    p.add_argument("--codecs", nargs="+", default=[*INR_DEFAULT, *CLASSICAL_DEFAULT],
+    p.add_argument("--codecs", nargs="+", default=[*inr_default(), *CLASSICAL_DEFAULT],
                    help="codec specs: inr-codecs names with options (sci:optimizer=adam,w0=30) and "
                         f"classical names ({', '.join(classical.CODECS)}); 'inr' and 'classical' expand "
                         "to the default sets")
@@ -316,7 +305,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 def expand(codecs) -> list[str]:
     out = []
     for c in codecs:
-        out += {"inr": list(INR_DEFAULT), "classical": list(CLASSICAL_DEFAULT)}.get(c, [c])
+        out += {"inr": inr_default(), "classical": list(CLASSICAL_DEFAULT)}.get(c, [c])
     return out
 
 
@@ -325,7 +314,7 @@ def load_volume(spec: str):
     from .. import datasets
     if spec in datasets.VOLUMES:
         return datasets.load(spec), spec, tuple(datasets.info(spec).acc_thresholds or ())
-    from ..cli import read_source
+    from ..sources import read_source
     name = os.path.basename(spec.rstrip("/")).split(".")[0]
     return np.asarray(read_source(spec)[...]), name, ()
 
@@ -339,7 +328,7 @@ def main(argv=None, args=None) -> int:
     ratios = [int(r) if float(r).is_integer() else r for r in a.ratios]
     previous = read_json(a.out) if a.update and os.path.exists(a.out) else None
     res = run(vol, name, ratios, specs, chunks=parse_ints(a.chunks), steps=a.steps, acc_thresholds=taus, out=a.out,
-              update=previous, log=lambda s: print(s, file=sys.stderr, flush=True))
+              update=previous, command=schema.command_line(), log=lambda s: print(s, file=sys.stderr, flush=True))
     ratios = list(dict.fromkeys(r["ratio_requested"] for r in res["runs"]))
     print(table_markdown(res))
     from . import plots

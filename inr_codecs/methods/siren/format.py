@@ -1,0 +1,90 @@
+"""SIREN payload body (method id 1) and its numpy decoder.
+
+Body layout, little-endian::
+
+    lo, hi     2 x f64  value range of the chunk; the network predicts (x - mid) / half
+    coords     u8       0 = pixel centres (2 i + 1) / n - 1 on every axis longer than 1
+    w0         f32      sine frequency: layers compute sin(w0 * (h @ W + b))
+    depth      u8       number of sine layers (the network has depth + 1 linear layers)
+    width      u16      units per sine layer
+    encoding   u8       tensor encoding (``quant.QUANTISED`` or ``quant.FLOAT16``)
+    bits       u8       bit depth of QUANTISED tensors (0 for FLOAT16)
+    tensors    ...      ``quant.encode_tensors`` of W0, b0, ..., W_depth, b_depth
+"""
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+import numpy as np
+
+from ... import payload, quant
+from ...codec import denormalise, pack_range, read_range
+from ...nn import coord_axes, grid_coords, siren_forward, siren_shapes
+from ...payload import Header, PayloadError, Reader
+
+METHOD_ID = 1
+PIXEL_CENTRES = 0
+FIXED = struct.Struct("<BfBHBB")      # coords, w0, depth, width, encoding, bits
+DECODE_SLAB = 1 << 16                 # voxels evaluated at once when decoding
+
+
+class Body(NamedTuple):
+    """Fixed fields of a SIREN body (see the module docstring)."""
+
+    lo: float
+    hi: float
+    w0: float
+    depth: int
+    width: int
+    encoding: int
+    bits: int
+
+
+def body_overhead(ndim: int, depth: int, encoding: int) -> int:
+    """Payload bytes that do not depend on the width (frame + fixed fields + side info)."""
+    return payload.frame_overhead(ndim) + 16 + FIXED.size + quant.side_bytes(encoding, 2 * (depth + 1))
+
+
+def pack(header: Header, fields: Body, params: list[np.ndarray]) -> bytes:
+    """A complete SIREN payload: ``fields`` and the network's tensors in ``fields.encoding``."""
+    body = (pack_range(fields.lo, fields.hi)
+            + FIXED.pack(PIXEL_CENTRES, fields.w0, fields.depth, fields.width, fields.encoding, fields.bits)
+            + quant.encode_tensors(params, fields.encoding, fields.bits))
+    return payload.pack(header, body)
+
+
+def read_body_fixed(r: Reader) -> Body:
+    """Parse and check the fixed part of a SIREN body."""
+    lo, hi = read_range(r)
+    coords, w0, depth, width, enc, bits = r.take(FIXED.format[1:])
+    if coords != PIXEL_CENTRES:
+        raise PayloadError(f"unknown coordinate convention {coords}")
+    if not (depth >= 1 and width >= 1 and np.isfinite(w0)):
+        raise PayloadError(f"bad SIREN architecture: depth {depth}, width {width}, w0 {w0}")
+    return Body(lo, hi, w0, depth, width, enc, bits)
+
+
+def describe_body(header: Header, r: Reader) -> Body:
+    return read_body_fixed(r)
+
+
+def describe(data) -> Body:
+    """The fixed fields of a SIREN payload, without decoding its network."""
+    header, body = payload.unpack(data)
+    if header.method != METHOD_ID:
+        raise ValueError(f"not a SIREN payload (method id {header.method})")
+    return read_body_fixed(Reader(body))
+
+
+def decode_body(header: Header, r: Reader) -> np.ndarray:
+    lo, hi, w0, depth, width, enc, bits = read_body_fixed(r)
+    in_dim = len(coord_axes(header.shape))
+    params = quant.decode_tensors(r, siren_shapes(in_dim, width, depth), enc, bits)
+    r.done()
+    n = int(np.prod(header.shape))
+    y = np.empty(n, np.float32)
+    for start in range(0, n, DECODE_SLAB):
+        idx = np.arange(start, min(n, start + DECODE_SLAB))
+        y[idx] = siren_forward(np, params, grid_coords(header.shape, idx), w0)[:, 0]
+    return denormalise(y, lo, hi, header.dtype)
