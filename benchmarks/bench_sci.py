@@ -61,7 +61,7 @@ def main(argv=None):
     ap = parser(__doc__)
     ap.add_argument("--chunks", nargs=3, type=int, help="default: (z/2, 128, 128) of each volume")
     ap.add_argument("--steps", type=int, nargs="+", default=[300], help="one or more step counts")
-    ap.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if v != "NP_adam"],
+    ap.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if v not in ("NP_adam", "siren_adamax")],
                     choices=list(VARIANTS))
     ap.add_argument("--one-chunk", action="store_true", help="use only the chunk at the volume's centre")
     ap.add_argument("--out", default="benchmarks/results/sci.json")

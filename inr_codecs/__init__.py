@@ -11,12 +11,10 @@ from .payload import PayloadError
 from .pipeline import Result, compress
 from .registry import decode
 
-globals().update({m.codec.__name__: m.codec for m in registry.codecs()})
-
 __version__ = "0.1.0"
 __all__ = sorted(["BudgetError", "Encoded", "PayloadError", "Result", "__version__", "compress", "decode",
                   "write_ome", *(m.codec.__name__ for m in registry.codecs()),
-                  *(m.codec.__name__.removesuffix("Codec") + "Serializer" for m in registry.codecs())])
+                  *(m.serializer_name for m in registry.codecs())])
 
 
 def __getattr__(name):
@@ -27,7 +25,7 @@ def __getattr__(name):
         from .ome import write_ome
         return write_ome
     codec = next((m.codec for m in registry.codecs() if m.codec.__name__ == name), None)
-    if codec is not None:               # a method registered after import
+    if codec is not None:               # every registered method's codec, built-in or plug-in
         return codec
     raise AttributeError(f"module 'inr_codecs' has no attribute {name!r}")
 

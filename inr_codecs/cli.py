@@ -31,16 +31,6 @@ def _progress(total, desc):
     return tqdm(total=total, desc=desc, unit="chunk", file=sys.stderr)
 
 
-def make_codec(name: str, ratio: float, zarr_format: int, preset: str | None = None, **options):
-    """The named codec for a Zarr format: numcodecs codec (v2) or serializer (v3); ``preset``
-    "paper" starts from the method's paper settings. Options set to None are left out."""
-    codec = registry.make(name, ratio, preset=preset, **{k: v for k, v in options.items() if v is not None})
-    if zarr_format == 2:
-        return codec
-    from .zarr3 import serializer_for
-    return serializer_for(codec)
-
-
 def parse_option(text: str) -> tuple[str, object]:
     """``"partition=none"`` -> ``("partition", "none")``; numbers and None/true/false parsed."""
     key, eq, value = text.partition("=")
@@ -85,8 +75,8 @@ def cmd_compress(a) -> int:
         raise ValueError("--ratios (one per level) needs --ome")
     if a.ratio is None and not ratios:
         raise ValueError("--ratio is required (or --ome with --ratios)")
-    codec = make_codec(a.codec, a.ratio if a.ratio is not None else ratios[0], 2, a.preset,
-                       **_codec_options(a))
+    codec = registry.make(a.codec, a.ratio if a.ratio is not None else ratios[0], preset=a.preset,
+                          **_codec_options(a))
     if a.ome:
         from .ome import write_ome
         results = write_ome(src, a.target, codec, ratios=ratios, levels=a.levels, chunks=chunks,

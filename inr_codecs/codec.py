@@ -171,8 +171,9 @@ class InrCodec(Codec):
         if unknown:
             raise TypeError(f"{name}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
         options = FitOptions(**{**self.fit_defaults, **fit})     # validates every value
+        defaults = FitOptions(**self.fit_defaults)
         for key in self.unsupported:
-            if getattr(options, key) != getattr(FitOptions(**self.fit_defaults), key):
+            if getattr(options, key) != getattr(defaults, key):
                 raise ValueError(f"{name} does not support {key}={getattr(options, key)!r}")
         for key in OPTION_NAMES:
             setattr(self, key, getattr(options, key))

@@ -362,16 +362,18 @@ class _Run:
     def __init__(self, torch, device, model: Networks, options: FitOptions):
         self.torch, self.device, self.options = torch, device, options
         self.vec = [np.asarray(p).ndim == 2 for p in model.params]      # (B, n) vectors train as (B, 1, n)
-        start = [np.asarray(p, np.float32)[:, None] if v else np.asarray(p, np.float32)
-                 for p, v in zip(model.params, self.vec)]
+        start = self._trained_shapes(model.params)
         self.forward = model.forward
-        self.masks_np = None if model.masks is None else [
-            np.asarray(m, np.float32)[:, None] if v else np.asarray(m, np.float32) for m, v in zip(model.masks, self.vec)]
+        self.masks_np = None if model.masks is None else self._trained_shapes(model.masks)
         self.n_nets = len(start[0])
         self.out = [p.copy() for p in start]
         self.used = np.zeros(self.n_nets, np.int64)
         self.active = np.arange(self.n_nets)
         self._load(start)
+
+    def _trained_shapes(self, arrays) -> list[np.ndarray]:
+        return [np.asarray(a, np.float32)[:, None] if v else np.asarray(a, np.float32)
+                for a, v in zip(arrays, self.vec)]
 
     def _load(self, params):
         torch = self.torch

@@ -400,11 +400,4 @@ def _bar(total, name):
     return tqdm(total=total, desc=f"compress {name}", unit="chunk", file=sys.stderr, smoothing=0.1)
 
 
-def __getattr__(name):
-    if name == "open_target":   # lives with the store layout in zarr_io, which imports zarr: on demand
-        from .zarr_io import open_target
-        return open_target
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["Result", "compress"]

@@ -47,6 +47,11 @@ class Method:
     def codec_id(self) -> str:
         return f"inr_codecs.{self.name}"
 
+    @property
+    def serializer_name(self) -> str:
+        """Name of its Zarr v3 serializer class: ``<Name>Codec`` -> ``<Name>Serializer``."""
+        return self.codec.__name__.removesuffix("Codec") + "Serializer"
+
 
 _BY_ID: dict[int, Method] = {}
 _BY_NAME: dict[str, Method] = {}

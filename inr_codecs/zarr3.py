@@ -109,13 +109,9 @@ class InrSerializer(ArrayBytesCodec):
 _SERIALIZERS: dict[str, type[InrSerializer]] = {}
 
 
-def _serializer_name(codec_cls: type) -> str:
-    return codec_cls.__name__.removesuffix("Codec") + "Serializer"     # as inr_codecs.__all__ names it
-
-
 def _install(method: registry.Method) -> None:
     """Generate, register with zarr and expose (as a module attribute) a method's serializer."""
-    name = _serializer_name(method.codec)
+    name = method.serializer_name
     cls = dataclass(frozen=True, init=False, repr=False, eq=False)(     # inherits __eq__ and __hash__
         type(name, (InrSerializer,), {"codec_cls": method.codec, "__module__": __name__, "__qualname__": name,
                                       "__doc__": f"Zarr v3 serializer for :class:`{method.codec.__name__}` "

@@ -323,12 +323,9 @@ class Layout:
         where = "" if chunk is None else f" for chunk {tuple(chunk)}"
         try:
             header, _ = unpack(payload)
+            method_for(header)
         except TypeError as e:
             raise PayloadError(f"payload{where} is not bytes-like: {type(payload).__name__}") from e
-        except PayloadError as e:
-            raise PayloadError(f"payload{where}: {e}") from None
-        try:
-            method_for(header)
         except PayloadError as e:
             raise PayloadError(f"payload{where}: {e}") from None
         dt = self.dtype

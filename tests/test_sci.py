@@ -291,7 +291,8 @@ def test_budget_refusal_names_what_would_work():
 
 
 def test_seeded_encoding_is_deterministic(crop):
-    assert fast_sci(ratio=8, partition="adaptive", a_max=8).encode(crop) == fast_sci(ratio=8, partition="adaptive", a_max=8).encode(crop)
+    kw = dict(ratio=8, partition="adaptive", a_max=8)
+    assert fast_sci(**kw).encode(crop) == fast_sci(**kw).encode(crop)
 
 
 def test_quality_floor_on_real_data(crop):

@@ -5,12 +5,11 @@ MARKER = "<!-- methods-table -->"
 
 def methods_table() -> str:
     from inr_codecs import registry
-    from inr_codecs.zarr3 import serializer
     lines = ["| method id | `--codec` | Zarr v2 codec | Zarr v3 serializer | metadata name | paper preset |",
              "|---|---|---|---|---|---|"]
     for m in registry.codecs():
         preset = f"`{m.codec.__name__}.paper(ratio)`" if m.codec.paper_settings is not None else "–"
-        lines.append(f"| {m.id} | `{m.name}` | `{m.codec.__name__}` | `{serializer(m.name).__name__}` | "
+        lines.append(f"| {m.id} | `{m.name}` | `{m.codec.__name__}` | `{m.serializer_name}` | "
                      f"`{m.codec_id}` | {preset} |")
     return "\n".join(lines) + "\n"
 
