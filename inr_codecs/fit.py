@@ -10,7 +10,8 @@
   b: the blocks of partitioned chunks). Both draw uniformly or, with ``sampling="error"``,
   half uniformly and half in proportion to the last squared error seen at each voxel;
 * a loss: :func:`sum_of_means` (each network's mean squared error, summed: every network gets
-  the gradient it would get alone) or :func:`mean_of_all` (one mean over every drawn voxel);
+  the gradient it would get alone), :func:`mean_of_all` (one mean over every drawn voxel) or
+  :func:`sum_of_log_means` (the log of each network's mean squared error, summed);
 * :class:`FitOptions`: every fitting option, by name.
 
 Early stopping, error-driven sampling, warm starts (a model's initial parameters), QAT and
@@ -114,12 +115,19 @@ class Networks:
     ``params``: float32 arrays with a leading axis of B (vectors (B, n) train as (B, 1, n));
     ``masks``: 0/1 arrays of the same shapes (padding of narrower networks), or None;
     ``forward(xp, params, x)``: x (k, in_dim) shared by all networks or (B, k, in_dim) ->
-    (B, k, 1), the same function the numpy decoder evaluates.
+    (B, k, 1), the same function the numpy decoder evaluates;
+    ``penalty(torch, params, rows)``: an optional term per active network ((b,) tensor, e.g. a
+    rate), added to the loss; ``rows`` are the active networks' indices;
+    ``quantise(torch, params, qat)``: optional, replaces the per-tensor fake quantisation: the
+    parameters every step uses (``qat`` False in the float phase, True in the quantisation-aware
+    one), e.g. latents with additive noise, then rounded straight-through.
     """
 
     forward: Callable
     params: list[np.ndarray]
     masks: list[np.ndarray] | None = None
+    penalty: Callable | None = None
+    quantise: Callable | None = None
 
 
 class Fitted(NamedTuple):
@@ -143,6 +151,12 @@ def sum_of_means(sq):
 def mean_of_all(sq):
     """The mean squared error over every drawn voxel of every network."""
     return sq.mean()
+
+
+def sum_of_log_means(sq):
+    """The log of each network's mean squared error, summed: with a rate term, a loss whose rate
+    weight is scale free (the slope of log-distortion against rate; see ``LatentGridCodec``)."""
+    return (sq.mean(-1) + 1e-12).log().sum()
 
 
 def _torch():
@@ -192,8 +206,9 @@ class GridSampler(_Sampler):
     which others share its batch; "error" draws each network's own indices.
     """
 
-    def __init__(self, shape: tuple[int, ...], targets: np.ndarray, batch_size: int, sampling: str):
-        self.shape, self.sampling = tuple(shape), sampling
+    def __init__(self, shape: tuple[int, ...], targets: np.ndarray, batch_size: int, sampling: str,
+                 coords: bool = True):
+        self.shape, self.sampling, self.want_coords = tuple(shape), sampling, coords
         self.targets = np.ascontiguousarray(np.atleast_2d(targets), np.float32)
         self.n_nets, self.n = self.targets.shape
         self.k = min(self.n, batch_size)
@@ -205,10 +220,17 @@ class GridSampler(_Sampler):
     def start(self, torch, device, gen, seed):
         self.torch, self.device, self.gen = torch, device, gen
         self.y = torch.from_numpy(self.targets).to(device)
-        self.x = None if self.lazy_coords else torch.from_numpy(grid_coords(self.shape, np.arange(self.n))).to(device)
+        if not self.want_coords:                # the forward takes flat voxel indices
+            self.lazy_coords = False
+            self.x = torch.arange(self.n, device=device)
+        else:
+            self.x = None if self.lazy_coords else torch.from_numpy(
+                grid_coords(self.shape, np.arange(self.n))).to(device)
         self.errors = _ErrorMap(torch, device, seed, (self.n_nets, self.n)) if self.sampling == "error" else None
 
     def _coords(self, idx):
+        if not self.want_coords:
+            return idx
         if self.x is not None:
             return self.x[idx]
         flat = idx.cpu().numpy().reshape(-1)
@@ -363,7 +385,7 @@ class _Run:
         self.torch, self.device, self.options = torch, device, options
         self.vec = [np.asarray(p).ndim == 2 for p in model.params]      # (B, n) vectors train as (B, 1, n)
         start = self._trained_shapes(model.params)
-        self.forward = model.forward
+        self.forward, self.penalty, self.quantise = model.forward, model.penalty, model.quantise
         self.masks_np = None if model.masks is None else self._trained_shapes(model.masks)
         self.n_nets = len(start[0])
         self.out = [p.copy() for p in start]
@@ -389,10 +411,14 @@ class _Run:
             g["lr"] = _lr(self.options, step)
         draw = sampler.draw(rows)
         use = self.ps if self.ms is None else [p * m for p, m in zip(self.ps, self.ms)]
-        if bits is not None:
+        if self.quantise is not None:
+            use = self.quantise(self.torch, use, bits is not None)
+        elif bits is not None:
             use = [_fake_quantise(p, bits) for p in use]
         sq = (self.forward(self.torch, use, draw.x)[..., 0] - draw.y) ** 2          # (b, k)
         value = loss(sq)
+        if self.penalty is not None:
+            value = value + self.penalty(self.torch, use, rows).sum()
         self.opt.zero_grad(set_to_none=True)
         value.backward()
         self.opt.step()

@@ -158,13 +158,14 @@ def describe(data) -> tuple[Method, Header, Any]:
     return method, header, fields
 
 
-from .methods import sci, siren  # noqa: E402  (the methods build on the engine imported above)
+from .methods import latent_grid, sci, siren  # noqa: E402  (the methods build on the engine imported above)
 
 #: The built-in methods, in id order: a new method is a package under methods/ and a line here.
 BUILTIN = (
     Method(CONSTANT, "constant", decode_constant, label="constant"),
     siren.METHOD,
     sci.METHOD,
+    latent_grid.METHOD,
 )
 for _m in BUILTIN:
     register(_m)

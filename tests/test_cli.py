@@ -97,7 +97,7 @@ def test_cli_lists_every_method():
     from inr_codecs import cli, registry
     choices = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices["compress"]._actions
                    if a.dest == "codec").choices
-    assert list(choices) == registry.names() == ["siren", "sci"]
+    assert list(choices) == registry.names() == ["siren", "sci", "latent_grid"]
 
 
 def test_console_script_is_installed():

@@ -40,6 +40,7 @@ def test_decode_without_torch(tmp_path):
             assert np.array_equal(got, np.load({str(tmp_path)!r} + f"/{{name}}.npy")), name
         inr_codecs.decode(open({str(DATA / 'golden_v1_siren.bin')!r}, "rb").read())
         inr_codecs.decode(open({str(DATA / 'golden_v1_sci.bin')!r}, "rb").read())
+        inr_codecs.decode(open({str(DATA / 'latent_grid_v1' / 'nuclei_16x64x64_r64.bin')!r}, "rb").read())
         try:
             inr_codecs.SIRENCodec(ratio=8).encode(np.random.rand(16, 16, 16))
         except ImportError as e:

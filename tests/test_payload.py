@@ -20,12 +20,15 @@ def test_header_round_trip(method, dtype, order, shape, body):
     assert h2 == h and bytes(body2) == body
 
 
-@pytest.fixture(scope="module", params=["siren", "sci"])
+@pytest.fixture(scope="module", params=["siren", "sci", "latent_grid"])
 def any_payload(request):
     """A payload of each method (SCI with four blocks, one of them constant)."""
     x = np.linspace(0, 1, 8 * 16 * 16, dtype=np.float32).reshape(8, 16, 16) ** 2
     if request.param == "siren":
         return fast_codec(ratio=4).encode(x)
+    if request.param == "latent_grid":
+        from inr_codecs import LatentGridCodec
+        return LatentGridCodec(4, steps=20, device="cpu").encode(x)
     x[:4, :8] = 0
     return fast_sci(ratio=1.5, a_max=4, partition="equidistant").encode(x)
 

@@ -11,9 +11,9 @@ import zarr
 from conftest import fast_codec, fast_sci, fast_serializer, smooth_volume
 
 import inr_codecs
-from inr_codecs import BudgetError, SIRENCodec, registry
+from inr_codecs import BudgetError, LatentGridCodec, SIRENCodec, registry
 from inr_codecs.metrics import psnr
-from inr_codecs.zarr3 import SCISerializer, SIRENSerializer
+from inr_codecs.zarr3 import LatentGridSerializer, SCISerializer, SIRENSerializer
 
 SHAPE, CHUNKS = (20, 40, 36), (16, 32, 32)   # edge chunks on every axis
 
@@ -28,6 +28,9 @@ def _write(path, volume, fmt, method="siren"):
     if method == "sci":   # 4 equidistant blocks per full chunk
         codec = fast_sci(ratio=4, steps=60, a_max=4, partition="equidistant")
         serializer = SCISerializer(**{k: v for k, v in codec.get_config().items() if k != "id"})
+    elif method == "latent_grid":
+        codec = LatentGridCodec(16, steps=60, device="cpu")
+        serializer = LatentGridSerializer(**{k: v for k, v in codec.get_config().items() if k != "id"})
     else:
         codec, serializer = fast_codec(ratio=8, steps=60), fast_serializer(ratio=8, steps=60)
     if fmt == 2:
@@ -62,6 +65,16 @@ def test_v3_serializer_and_sharding(tmp_path, volume):
                               compressors=None, **kw)
         z[:] = volume
         _check(zarr.open_array(path, mode="r"), volume)
+
+
+def test_latent_grid_v3_sharded(tmp_path, volume):
+    path = str(tmp_path / "s.zarr")
+    z = zarr.create_array(path, shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, compressors=None,
+                          serializer=LatentGridSerializer(ratio=16, steps=60, device="cpu"), shards=(16, 64, 64))
+    z[:] = volume
+    _check(zarr.open_array(path, mode="r"), volume)
+    d = json.loads(json.dumps(z.metadata.to_dict()))
+    assert any(c.get("name") == "sharding_indexed" for c in d["codecs"])
 
 
 def test_v3_validate_refuses_at_creation(tmp_path):
@@ -112,7 +125,7 @@ def test_json_config_round_trip():
     assert d["configuration"] == {k: v for k, v in v2.get_config().items() if k != "id"}
 
 
-@pytest.mark.parametrize("method", ["siren", "sci"])
+@pytest.mark.parametrize("method", ["siren", "sci", "latent_grid"])
 @pytest.mark.parametrize("fmt", [2, 3])
 def test_fresh_process_reads_via_entry_points(tmp_path, volume, fmt, method):
     path = str(tmp_path / "a.zarr")

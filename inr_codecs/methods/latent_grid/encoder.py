@@ -1,0 +1,394 @@
+"""LatentGridCodec: fits latent grids, a synthesis MLP and a context MLP per chunk under a
+rate-distortion loss, with the rate steered to the byte budget (torch, through the fitting engine)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...codec import BudgetError, Encoded, InrCodec, header_for, normalise
+from ...fit import GridSampler, Networks, fit, sum_of_log_means
+from . import entropy
+from . import format as fmt
+from .model import (ACT_BITS, INTERP_BITS, axis_table, check_exact, context_features, interpolate_at, level_shapes,
+                    mlp)
+
+#: Network sizes the codec picks from, largest first: (synthesis hidden widths, context width).
+LADDER = (((16, 16), 16), ((16, 16), 8), ((16,), 8), ((8,), 8), ((8,), 4), ((4,), 4))
+WEIGHT_SHARE = 0.15        # networks may take this share of the budget (estimate) when sized automatically
+RATE_MARGIN = 0.95         # the rate is steered to this share of the bytes left for latents
+LAMBDA0 = 1.0             # initial rate weight: the loss is log(MSE) + lambda * bits / target bits
+DUAL_STEP = 0.02          # log-lambda change per fitting step of the rate controller (at most)
+MIN_LATENT_BYTES = 16
+LATENT_GAIN = 12.0        # latents train as parameters / LATENT_GAIN: their steps are this much larger
+REPAIR_BOOST = 3          # a refit's rate weight starts at lambda * (over-budget factor) ** this
+CONTEXT_GAIN = (4.0, 8.0)  # training scale of the context MLP's outputs (mu, log2 b)
+LOG2_B_START = -2.0       # initial log2 scale: latents start at zero
+REPAIR_ROUNDS = 2          # refits of over-budget chunks with a tighter rate target
+
+
+def weight_bytes_estimate(n_params: int, bits: int) -> float:
+    """Stored bytes of ``n_params`` trained weights at ``bits``: power-of-two steps spread them
+    over the whole range, 8.6 bits each at 8 bits on nuclei (hence bits + 0.75)."""
+    return n_params * (bits + 0.75) / 8
+
+
+class LatentGridCodec(InrCodec):
+    """Lossy codec: multi-resolution latent grids, entropy coded, and a tiny per-voxel network.
+
+    Each chunk is represented by ``levels`` single-channel grids of integers (resolutions
+    1/2 ... 1/2**levels of the chunk per axis by default), upsampled linearly to every voxel and
+    mapped to its value by a small synthesis MLP; a context MLP predicts every latent's
+    distribution from the coarser level and (checkerboard) its already decoded neighbours, and
+    the latents and network weights are entropy coded with it. Decoding is numpy only, exact
+    and machine independent (fixed-point arithmetic, see ``docs/format.md``).
+
+    Parameters
+    ----------
+    ratio : float
+        Compression ratio; a hard ceiling: payload bytes <= floor(raw chunk bytes / ratio).
+        The fit steers its rate to the budget (a rate weight adapted while fitting).
+    levels : int, default 5
+        Number of latent grids.
+    first_level : int, default 1
+        Resolution of the finest grid: 1/2**first_level of the chunk (0 = full resolution,
+        slower to fit and 8x the latents to decode).
+    hidden : sequence of int or None, default None
+        Hidden widths of the synthesis MLP; None picks by budget from ``LADDER``.
+    context_width : int or None, default None
+        Hidden width of the context MLP; None picks with ``hidden``.
+    latent_max : int, default 63
+        Latents are integers in [-latent_max, latent_max].
+    bits : int, default 8
+        Bit depth of the stored network weights (integers times a power of two).
+    **fit
+        Fitting options (:class:`inr_codecs.fit.FitOptions`); defaults here: 1500 steps,
+        lr 1e-2 (cosine), 32768 voxels per step; the last ``qat_fraction`` of the steps round
+        latents and weights straight-through.
+    """
+
+    codec_id = "inr_codecs.latent_grid"
+    method_id = fmt.METHOD_ID
+    fit_defaults = {"steps": 1500, "lr": 1e-2, "batch_size": 32768}
+
+    def __init__(self, ratio, *, levels=5, first_level=1, hidden=None, context_width=None, latent_max=63,
+                 bits=8, encoding="quantised", **fit):
+        if encoding != "quantised":
+            raise ValueError("LatentGridCodec stores quantised weights only (encoding='quantised')")
+        super().__init__(ratio, bits=bits, encoding=encoding, **fit)
+        if not 1 <= int(levels) <= fmt.MAX_LEVELS:
+            raise ValueError(f"levels must be in 1..{fmt.MAX_LEVELS}, not {levels}")
+        if not 0 <= int(first_level) <= fmt.MAX_FIRST + 1 - int(levels):
+            raise ValueError(f"first_level + levels must be at most {fmt.MAX_FIRST + 1} (the coarsest level "
+                             f"at 1/2**{fmt.MAX_FIRST}), not {first_level} + {levels}")
+        if hidden is not None:
+            hidden = [int(h) for h in hidden]
+            if len(hidden) > fmt.MAX_HIDDEN or not all(1 <= h <= 255 for h in hidden):
+                raise ValueError(f"hidden must be at most {fmt.MAX_HIDDEN} widths in 1..255, not {hidden}")
+        if context_width is not None and not 1 <= int(context_width) <= 255:
+            raise ValueError(f"context_width must be in 1..255, not {context_width}")
+        if not 1 <= int(latent_max) <= 127:
+            raise ValueError(f"latent_max must be in 1..127, not {latent_max}")
+        self.levels, self.first_level = int(levels), int(first_level)
+        self.hidden = hidden
+        self.context_width = None if context_width is None else int(context_width)
+        self.latent_max = int(latent_max)
+
+    # sizes -------------------------------------------------------------------------------
+    def _n_params(self, ndim: int, hidden, ctx_width: int) -> int:
+        return sum(math.prod(s) for s in fmt.tensor_shapes(ndim, self.levels, hidden, ctx_width))
+
+    def architecture(self, shape, budget: int) -> tuple[tuple[int, ...], int]:
+        """(synthesis hidden widths, context width) for chunks of ``shape`` and a byte budget."""
+        ladder = [(tuple(self.hidden) if self.hidden is not None else h,
+                   self.context_width if self.context_width is not None else c) for h, c in LADDER]
+        for hidden, ctx in ladder:
+            if weight_bytes_estimate(self._n_params(len(shape), hidden, ctx), self.bits) <= WEIGHT_SHARE * budget:
+                return hidden, ctx
+        return ladder[-1]
+
+    def check_chunk(self, shape, dtype) -> None:
+        if not 1 <= len(shape) <= fmt.MAX_NDIM:
+            raise ValueError(f"LatentGridCodec stores chunks of 1 to {fmt.MAX_NDIM} axes, not {len(shape)}")
+        super().check_chunk(shape, dtype)
+
+    def min_bytes(self, shape, bits) -> int:
+        hidden, ctx = (tuple(self.hidden) if self.hidden is not None else LADDER[-1][0],
+                       self.context_width or LADDER[-1][1])
+        return (fmt.fixed_bytes(len(shape), len(hidden)) + MIN_LATENT_BYTES
+                + math.ceil(weight_bytes_estimate(self._n_params(len(shape), hidden, ctx), bits)))
+
+    def smallest_network(self, bits) -> str:
+        return f"the smallest latent-grid model ({bits}-bit weights and {MIN_LATENT_BYTES} bytes of latents)"
+
+    # fitting -----------------------------------------------------------------------------
+    def encode_arrays(self, arrs, ranges, budget, init=None):
+        if init is not None:
+            raise ValueError("LatentGridCodec does not take an initialisation (init)")
+        shape = tuple(arrs[0].shape)
+        hidden, ctx_width = self.architecture(shape, budget)
+        model = _Model(shape, self.levels, self.first_level, hidden, ctx_width, self.latent_max, self.bits,
+                       self.seed)
+        fixed = fmt.fixed_bytes(len(shape), len(hidden))
+        weights = weight_bytes_estimate(model.n_weights, self.bits)
+        latent_bytes = budget - fixed - weights - 8
+        if latent_bytes < MIN_LATENT_BYTES:
+            raise BudgetError(f"ratio {self.ratio:g} leaves {budget} bytes per chunk; the latent-grid networks "
+                              f"alone need about {fixed + weights:.0f}")
+        targets = np.stack([normalise(a, lo, hi) for a, (lo, hi) in zip(arrs, ranges)])
+        n = len(arrs)
+        target_bits = np.full(n, 8 * latent_bytes * RATE_MARGIN)
+        params = model.init(n)
+        fitted = self._fit(model, params, targets, target_bits)
+        params, steps, lams = fitted.params, fitted.steps.copy(), model.last_lambda.copy()
+        header = header_for(arrs[0], self.method_id)
+        out = [self._pack(model, header, lo, hi, [p[i] for p in params]) for i, (lo, hi) in enumerate(ranges)]
+        for _ in range(REPAIR_ROUNDS):
+            over = [i for i in range(n) if len(out[i]) > budget]
+            if not over:
+                break
+            scale = np.array([budget / len(out[i]) * RATE_MARGIN for i in over])
+            target_bits[over] = target_bits[over] * scale
+            repair = max(20, int(self.steps * 0.1))
+            lam = lams[over] * scale ** -REPAIR_BOOST
+            refit = self._fit(model, [p[over] for p in params], targets[over], target_bits[over],
+                              steps=repair, lr=self.lr * 0.1, lr_schedule="constant", qat_fraction=0.5,
+                              target_psnr=None, plateau_steps=None, lam=lam)
+            lams[over] = model.last_lambda
+            for j, i in enumerate(over):
+                for p, r in zip(params, refit.params):
+                    p[i] = r[j]
+                steps[i] += int(refit.steps[j])
+                out[i] = self._pack(model, header, *ranges[i], [p[i] for p in params])
+        for i in range(n):
+            out[i] = self._trim(model, header, ranges[i], [p[i] for p in params], out[i], budget)
+        return [Encoded(o, int(s)) for o, s in zip(out, steps)]
+
+    def _fit(self, model, params, targets, target_bits, lam=None, **changes):
+        options = self.fit_options(**changes)
+        sampler = GridSampler(model.shape, targets, options.batch_size, options.sampling, coords=False)
+        model.start(target_bits, options, lam)
+        net = Networks(model.forward, params, penalty=model.penalty, quantise=model.quantise)
+        return fit(net, sampler, sum_of_log_means, options, bits=self.bits)
+
+    def _pack(self, model, header, lo, hi, params) -> bytes:
+        return model.pack(header, lo, hi, params)
+
+    def _trim(self, model, header, rng, params, data, budget) -> bytes:
+        """Last resort for a chunk still over budget: zero latents from the finest level up,
+        then make the context model certain of zeros (all latents then cost almost nothing),
+        so the ceiling always holds whenever the networks fit."""
+        level = 0
+        while len(data) > budget:
+            if level > model.levels:
+                raise BudgetError(f"latent-grid payload of {len(data)} bytes exceeds the budget of {budget} "
+                                  "with every latent zero; use a lower ratio or larger chunks")
+            params = [p.copy() for p in params]
+            if level < model.levels:
+                model.zero_level(params, level)
+            else:
+                model.certain_zero(params)
+            data = model.pack(header, *rng, params)
+            level += 1
+        return data
+
+
+class _Model:
+    """The trainable model of one chunk shape, batched over chunks, and its packing."""
+
+    def __init__(self, shape, levels, first, hidden, ctx_width, latent_max, bits, seed):
+        self.shape, self.levels, self.first = tuple(shape), levels, first
+        self.hidden, self.ctx_width, self.latent_max, self.bits = tuple(hidden), ctx_width, latent_max, bits
+        self.seed = seed
+        self.shapes = level_shapes(self.shape, first, levels)
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+        self.tensor_shapes = fmt.tensor_shapes(len(self.shape), levels, self.hidden, ctx_width)
+        self.n_weights = sum(math.prod(s) for s in self.tensor_shapes)
+        self.n_syn = fmt.n_synthesis(self.hidden)
+        self.voxels = math.prod(self.shape)
+        self.q_max = fmt.weight_radius(bits)
+        self.last_lambda = None
+        self.gain = LATENT_GAIN
+        self.noisy = None
+
+    def init(self, n: int) -> list[np.ndarray]:
+        """Zero latents, uniform fan-in weights (PyTorch's default), context biases mu 0, log2 b 0."""
+        rng = np.random.default_rng(self.seed)
+        out = [np.zeros((n, 1, int(self.offsets[-1])), np.float32)]
+        for shp in self.tensor_shapes:
+            if len(shp) == 2:
+                bound = 1 / math.sqrt(shp[0])
+                w = rng.uniform(-bound, bound, shp)
+                out.append(np.repeat(w[None].astype(np.float32), n, 0))
+            else:
+                out.append(np.zeros((n, 1) + shp, np.float32))
+        return out
+
+    # torch -----------------------------------------------------------------------------
+    def start(self, target_bits, options, lam=None):
+        import torch
+        from ...fit import resolve_device
+        self.torch = torch
+        device = resolve_device(options.device)
+        self.device = device
+        self.gen = torch.Generator(device="cpu").manual_seed(options.seed + 7)
+        self.tables = [[tuple(torch.as_tensor(t, device=device) if k < 2 else
+                              torch.as_tensor(t / (1 << INTERP_BITS), dtype=torch.float32, device=device)
+                              for k, t in enumerate(axis_table(n, m, self.first + i)))
+                        for n, m in zip(self.shape, s)] for i, s in enumerate(self.shapes)]
+        self.strides = [math.prod(self.shape[a + 1:]) for a in range(len(self.shape))]
+        self.target = torch.as_tensor(np.asarray(target_bits, np.float64), device=device)
+        start = np.log(LAMBDA0) if lam is None else np.log(np.asarray(lam))
+        self.log_lam = torch.as_tensor(np.broadcast_to(start, len(target_bits)).copy(), device=device)
+
+    def _levels(self, lat):
+        """Latent grids (b, *shape) of flat latents (b, 1, M), finest first."""
+        lat = lat[:, 0]
+        return [lat[:, a:b].reshape((-1,) + s) for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)]
+
+    def forward(self, xp, params, idx):
+        lat = params[0][:, 0]
+        axes = [(idx // st) % n for st, n in zip(self.strides, self.shape)]
+        if len(self.shape) in (2, 3):       # torch's own kernel: the same interpolation, faster
+            feats = self._grid_sample(lat, axes)
+        else:
+            feats = [interpolate_at(xp, lat[:, a:b], s, t, axes)
+                     for a, b, s, t in zip(self.offsets[:-1], self.offsets[1:], self.shapes, self.tables)]
+        return mlp(xp, params[1:1 + self.n_syn], xp.stack(feats, -1))
+
+    def _grid_sample(self, lat, axes):
+        """The linear interpolation of :func:`model.axis_table` by torch's ``grid_sample``
+        (align_corners=False, border padding: the same clamped positions and weights)."""
+        torch = self.torch
+        from torch.nn.functional import grid_sample
+        b, lead = lat.shape[0], (1,) * (len(self.shape) - 1)
+        out = []
+        for level, (a, z, s) in enumerate(zip(self.offsets[:-1], self.offsets[1:], self.shapes)):
+            # u = (i + 1/2) / 2**scale - 1/2 is x = (2 i + 1) / (2**scale m) - 1 in grid_sample's terms
+            step = 2 ** (self.first + level)
+            coords = [((2 * v + 1).float() / (step * m) - 1) for v, m in zip(axes, s)][::-1]   # x = last axis
+            grid = torch.stack(coords, -1)
+            grid = (grid.expand(b, *grid.shape) if grid.ndim == 2 else grid).reshape(b, *lead, -1, len(self.shape))
+            v = grid_sample(lat[:, a:z].reshape(b, 1, *s), grid, mode="bilinear", padding_mode="border",
+                            align_corners=False)
+            out.append(v.reshape(b, -1))
+        return out
+
+    def quantise(self, torch, params, qat: bool):
+        lat = (params[0] * self.gain).clamp(-self.latent_max, self.latent_max)
+        rounded = lat + (torch.round(lat) - lat).detach()
+        if qat:
+            self.noisy = None
+            return [rounded] + [self._fake_quantise(torch, w) for w in params[1:]]
+        # float phase: the rate sees additive uniform noise (smooth), the synthesis the rounded
+        # latents with straight-through gradients (what it will decode)
+        self.noisy = lat + torch.rand(lat.shape, generator=self.gen).to(lat.device) - 0.5
+        return [rounded] + list(params[1:])
+
+    def _fake_quantise(self, torch, w):
+        e = _exponents(torch, w.detach(), self.q_max)
+        scale = torch.exp2(e)
+        q = torch.clamp(torch.round(w.detach() * scale), -self.q_max, self.q_max) / scale
+        return w + (q - w).detach()
+
+    def context(self, params):
+        """The context MLP's tensors as stored: the training parametrisation scales its outputs
+        (mu by CONTEXT_GAIN[0], log2 b by CONTEXT_GAIN[1], plus LOG2_B_START) so that they move
+        as fast as the latents do."""
+        w0, b0, w1, b1 = params[1 + self.n_syn:]
+        gain = np.asarray(CONTEXT_GAIN, np.float32)
+        shift = np.asarray([0.0, LOG2_B_START], np.float32)
+        if not isinstance(w1, np.ndarray):
+            gain, shift = (self.torch.as_tensor(v, device=w1.device) for v in (gain, shift))
+        return [w0, b0, w1 * gain, b1 * gain + shift]
+
+    def rate(self, torch, params):
+        """Bits of every network's latents under its context model (b,)."""
+        grids = self._levels(params[0])
+        ctx = self.context(params)
+        total = 0
+        for level in range(self.levels):
+            parent = grids[level + 1] if level + 1 < self.levels else None
+            feats = context_features(torch, grids[level], parent, level, self.levels)
+            out = mlp(torch, ctx, feats.reshape(feats.shape[0], -1, feats.shape[-1]))
+            mu = out[..., 0].clamp(-self.latent_max - 1, self.latent_max + 1)
+            log2_b = out[..., 1].clamp(entropy.LOG2_B_MIN, entropy.LOG2_B_MAX)
+            total = total + _laplace_bits(torch, grids[level].reshape(grids[level].shape[0], -1), mu, log2_b).sum(1)
+        return total
+
+    def penalty(self, torch, params, rows):
+        bits = self.rate(torch, [self.noisy if self.noisy is not None else params[0]] + list(params[1:]))
+        with torch.no_grad():
+            # the controller steers the rate of the rounded latents (what is coded): the noisy
+            # rate has a floor of ~0.1-0.2 bits per latent that low targets fall below
+            coded = bits if self.noisy is None else self.rate(torch, params)
+            err = torch.log(coded.double().clamp(min=1.0) / self.target[rows]).clamp(-1, 1)
+            self.log_lam[rows] += DUAL_STEP * err
+            self.last_lambda = torch.exp(self.log_lam).cpu().numpy()
+        return torch.exp(self.log_lam[rows]).float() * bits / self.target[rows].float()
+
+    # numpy -----------------------------------------------------------------------------
+    def integers(self, params):
+        """(weights as integers, their exponents, latents as integer grids) of one network."""
+        lat = np.clip(np.rint(params[0][0] * self.gain), -self.latent_max, self.latent_max).astype(np.int64)
+        grids = [lat[a:b].reshape(s) for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)]
+        qs, exps = [], []
+        for w, shp in zip(list(params[1:1 + self.n_syn]) + self.context(params), self.tensor_shapes):
+            w = np.asarray(w, np.float64).reshape(shp)
+            if not np.all(np.isfinite(w)):
+                raise FloatingPointError("fitting diverged (non-finite weights); lower lr")
+            e = int(_exponents(np, w, self.q_max))
+            qs.append(np.clip(np.rint(w * 2.0 ** e), -self.q_max, self.q_max).astype(np.int64))
+            exps.append(e)
+        return qs, exps, grids
+
+    def zero_level(self, params, level: int) -> None:
+        params[0][:, self.offsets[level]:self.offsets[level + 1]] = 0
+
+    def certain_zero(self, params) -> None:
+        """A context model that predicts mu = 0 with the smallest scale for every latent."""
+        for p in params[1 + self.n_syn:]:
+            p[...] = 0
+        params[-1].reshape(-1)[1] = (entropy.LOG2_B_MIN - LOG2_B_START) / CONTEXT_GAIN[1]
+
+    def pack(self, header, lo, hi, params) -> bytes:
+        qs, exps, grids = self.integers(params)
+        weights = [q * 2.0 ** -e for q, e in zip(qs, exps)]
+        check_exact(weights[self.n_syn:], exps[self.n_syn:], self.latent_max, 0)
+        check_exact(weights[:self.n_syn], exps[:self.n_syn], self.latent_max, ACT_BITS)
+        radius = self.q_max
+        scales = []
+        for q in qs:
+            flat = q.reshape(-1)
+            zeros = np.zeros_like(flat)
+            costs = [entropy.cost_bits(flat, zeros, zeros, np.full(flat.shape, s), radius)
+                     for s in range(entropy.N_SCALES)]
+            scales.append(int(np.argmin(costs)))
+        fields = fmt.Body(lo, hi, self.first, self.levels, self.latent_max, self.bits, self.hidden, self.ctx_width)
+        return fmt.pack(header, fields, qs, exps, scales, grids)
+
+
+def _exponents(xp, w, q_max: int):
+    """Power-of-two step exponents e (per network, or for one tensor with numpy): the largest e
+    with max|w| * 2**e <= q_max (0 for an all-zero tensor); clamped to the stored i8 range."""
+    if xp is np:
+        m = float(np.max(np.abs(w))) if w.size else 0.0
+        return 0 if m == 0 else int(np.clip(math.floor(math.log2(q_max / m)), -100, 100))
+    m = w.abs().reshape(w.shape[0], -1).amax(1)
+    e = xp.floor(xp.log2(q_max / m.clamp(min=1e-30))).clamp(-100, 100)
+    e = xp.where(m > 0, e, xp.zeros_like(e))
+    return e.reshape((-1,) + (1,) * (w.ndim - 1))
+
+
+def _laplace_bits(torch, v, mu, log2_b):
+    """-log2 P(v) of integers (or noisy values) v under Laplace(mu, 2**log2_b) integrated over
+    the unit bin around v (what the coder's tables approximate)."""
+    inv_b = torch.exp2(-log2_b)
+    x = -(v - mu).abs()                         # mirrored to the left half: bin [x - 1/2, x + 1/2]
+    upper = x + 0.5
+    lower_cdf = 0.5 * torch.exp((x - 0.5) * inv_b)
+    upper_cdf = torch.where(upper <= 0, 0.5 * torch.exp(upper.clamp(max=0) * inv_b),
+                            1 - 0.5 * torch.exp(-upper.clamp(min=0) * inv_b))
+    p = (upper_cdf - lower_cdf).clamp(min=1e-9)
+    return -torch.log2(p)

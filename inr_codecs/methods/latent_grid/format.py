@@ -1,0 +1,282 @@
+"""Latent-grid payload body (method id 3) and its numpy decoder.
+
+Body layout, little-endian::
+
+    lo, hi       2 x f64   value range of the chunk; the synthesis predicts (x - mid) / half
+    first        u8        level i (0 = finest) has shape ceil(n / 2 ** (first + i)) per axis
+    levels       u8        L, number of latent grids (1..MAX_LEVELS, first + L - 1 <= MAX_FIRST)
+    latent_max   u8        latents are integers in [-latent_max, latent_max] (1..127)
+    weight_bits  u8        network weights are integers in [-(2**(bits-1) - 1), 2**(bits-1) - 1]
+    n_hidden     u8        hidden layers of the synthesis MLP (0..MAX_HIDDEN)
+    hidden       n_hidden x u8   their widths (1..255)
+    ctx_width    u8        hidden width of the context MLP (1..255)
+    flags        u8        0 (other values are reserved)
+    tensor side  n_tensors x (i8 exponent e, u8 scale index s): tensor values are integers
+                 times 2**-e, coded with the Laplace table (frac 0, scale s) around 0
+    n_words      u32
+    words        n_words x u32: one ANS stream (``entropy``): every tensor, then the latents
+
+Tensors, in order: the synthesis layers ``W (fan_in, fan_out), b (fan_out)`` from L inputs through
+the hidden widths to 1 output, then the context MLP ``W0 (C, ctx_width), b0, W1 (ctx_width, 2), b1``
+with C = :func:`model.n_context`. Latents follow level by level, coarsest first, and within a level
+in two checkerboard passes (even, then odd index sum), each pass in C order of its cells: a latent
+``v`` is coded with the table chosen by the context MLP's (mu, log2 b) (:func:`entropy.quantise_params`,
+radius 2 latent_max + 1 around floor(mu)). The decoder's arithmetic is exact (``model``), so these
+tables, and the decoded values, are the same on every machine.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from typing import NamedTuple
+
+import numpy as np
+
+from ... import payload
+from ...codec import denormalise, pack_range, read_range
+from ...payload import Header, PayloadError, Reader
+from . import entropy
+from .model import ACT_BITS, INTERP_BITS, axis_table, check_exact, fixed_mlp, level_shapes, n_context, upsample
+
+METHOD_ID = 3
+MAX_LEVELS = 8
+MAX_FIRST = 7                            # first + levels - 1 <= MAX_FIRST: the coarsest level is 1/2**MAX_FIRST
+MAX_HIDDEN = 3
+MAX_NDIM = 4                             # interpolation stays exact in binary64 up to 4 axes
+FIXED = struct.Struct("<BBBBB")          # first, levels, latent_max, weight_bits, n_hidden
+DECODE_VOXELS = 1 << 13                  # voxels per synthesis tile (fits the caches)
+
+
+class Body(NamedTuple):
+    """Fixed fields of a latent-grid body (see the module docstring)."""
+
+    lo: float
+    hi: float
+    first: int
+    levels: int
+    latent_max: int
+    weight_bits: int
+    hidden: tuple[int, ...]
+    ctx_width: int
+    flags: int = 0
+
+
+def tensor_shapes(ndim: int, levels: int, hidden, ctx_width: int) -> list[tuple[int, ...]]:
+    """Shapes of the stored tensors: synthesis layers, then the context MLP."""
+    dims = [levels, *hidden, 1]
+    out: list[tuple[int, ...]] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        out += [(a, b), (b,)]
+    c = n_context(ndim, levels)
+    return out + [(c, ctx_width), (ctx_width,), (ctx_width, 2), (2,)]
+
+
+def n_synthesis(hidden) -> int:
+    """Number of synthesis tensors (the context MLP's four follow)."""
+    return 2 * (len(hidden) + 1)
+
+
+def fixed_bytes(ndim: int, n_hidden: int) -> int:
+    """Payload bytes outside the entropy stream (frame, fixed fields, tensor side info, n_words)."""
+    n_tensors = 2 * (n_hidden + 1) + 4
+    return payload.frame_overhead(ndim) + 16 + FIXED.size + n_hidden + 2 + 2 * n_tensors + 4
+
+
+def weight_radius(bits: int) -> int:
+    return 2 ** (bits - 1) - 1
+
+
+def latent_radius(latent_max: int) -> int:
+    return 2 * latent_max + 1
+
+
+def read_body_fixed(r: Reader, ndim: int) -> tuple[Body, np.ndarray, np.ndarray]:
+    """Parse and check the fixed fields and tensor side information of a body."""
+    lo, hi = read_range(r)
+    first, levels, latent_max, bits, n_hidden = r.take(FIXED.format[1:])
+    if not (1 <= levels <= MAX_LEVELS and first + levels <= MAX_FIRST + 1 and 1 <= latent_max <= 127
+            and 2 <= bits <= 16 and n_hidden <= MAX_HIDDEN):
+        raise PayloadError(f"bad latent-grid fields: first {first}, levels {levels}, latent_max {latent_max}, "
+                           f"weight bits {bits}, hidden layers {n_hidden}")
+    hidden = tuple(int(v) for v in r.array("u1", n_hidden))
+    ctx_width, flags = r.take("BB")
+    if 0 in hidden or ctx_width == 0:
+        raise PayloadError(f"bad latent-grid network widths {hidden}, {ctx_width}")
+    if flags != 0:
+        raise PayloadError(f"latent-grid flags {flags} are not readable by this inr-codecs (shared networks?)")
+    body = Body(lo, hi, first, levels, latent_max, bits, hidden, ctx_width, flags)
+    n_tensors = len(tensor_shapes(ndim, levels, hidden, ctx_width))
+    side = r.array("u1", 2 * n_tensors).reshape(-1, 2)
+    exps = side[:, 0].view(np.int8).astype(np.int64)
+    scales = side[:, 1].astype(np.int64)
+    if np.any(scales >= entropy.N_SCALES):
+        raise PayloadError("bad scale index in latent-grid tensor side information")
+    return body, exps, scales
+
+
+def describe_body(header: Header, r: Reader) -> Body:
+    return read_body_fixed(r, len(header.shape))[0]
+
+
+def describe(data) -> Body:
+    """The fixed fields of a latent-grid payload, without decoding it."""
+    header, body = payload.unpack(data)
+    if header.method != METHOD_ID:
+        raise ValueError(f"not a latent-grid payload (method id {header.method})")
+    return describe_body(header, Reader(body))
+
+
+# --- the coded content, shared by encoder and decoder -------------------------------------------
+
+def _parent_columns(parent: np.ndarray, shape) -> np.ndarray:
+    """Context columns from the coarser level for every cell of a grid of ``shape``: the parent
+    (index // 2), then per axis its neighbours at -1 and +1, 0 outside; (1 + 2 d, cells). Equal to the first
+    columns of :func:`model.context_features`, by slicing a 2x-repeated zero-padded parent."""
+    d = len(shape)
+    rep = np.pad(parent, 1)
+    for a in range(d):
+        rep = np.repeat(rep, 2, axis=a)
+    offsets = [(0,) * d] + [tuple(-step if b == a else 0 for b in range(d)) for a in range(d) for step in (1, -1)]
+    return np.stack([rep[tuple(slice(2 + 2 * o, 2 + 2 * o + n) for o, n in zip(off, shape))].reshape(-1)
+                     for off in offsets])
+
+
+def _neighbour_columns(grid: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Per axis the neighbours at -1 and +1 (0 outside) of ``cells`` (flat indices) in ``grid``: (2 d, cells)."""
+    d, pad = grid.ndim, np.pad(grid, 1)
+    cols = []
+    for a in range(d):
+        for step in (1, -1):
+            sl = tuple(slice(1 - (step if b == a else 0), 1 - (step if b == a else 0) + n)
+                       for b, n in enumerate(grid.shape))
+            cols.append(pad[sl].reshape(-1)[cells])
+    return np.stack(cols)
+
+
+def code_latents(fields: Body, shape, ctx: list[np.ndarray], code) -> list[np.ndarray]:
+    """Visit the latents in stream order; ``code(base, frac, scale, cells, level)`` returns the
+    integer latents of ``cells`` (flat indices of one pass of one level), encoding or decoding.
+    Returns the latent grids, finest first (float64, integer-valued).
+
+    The context MLP is :func:`model.context_features` then :func:`model.mlp` with
+    ``floor_to(ACT_BITS)``, evaluated by parts (parent columns once per level, neighbour columns
+    for the second pass only); every sum is exact, so the values are the same."""
+    d, levels = len(shape), fields.levels
+    shapes = level_shapes(shape, fields.first, levels)
+    w0, b0, w1, b1 = ctx
+    w_parent, w_nb, w_pass, w_level = w0[:1 + 2 * d], w0[1 + 2 * d:1 + 4 * d], w0[1 + 4 * d], w0[2 + 4 * d:]
+    up = 2.0 ** ACT_BITS
+    grids: list[np.ndarray | None] = [None] * levels
+    for level in reversed(range(levels)):
+        m = shapes[level]
+        const = w_level[level] + b0.reshape(-1)
+        hp = w_parent.T @ _parent_columns(grids[level + 1], m) if level + 1 < levels else None
+        odd = (np.indices(m).sum(0) % 2).reshape(-1)
+        grid = np.zeros(m, np.float64)
+        flat = grid.reshape(-1)
+        for pass_ in (0, 1):
+            cells = np.flatnonzero(odd == pass_)
+            if not len(cells):
+                continue
+            h = np.repeat(const[:, None], len(cells), 1) if hp is None else hp[:, cells] + const[:, None]
+            if pass_:
+                h += w_nb.T @ _neighbour_columns(grid, cells)
+                h += w_pass[:, None]
+            h *= up
+            np.floor(h, out=h)
+            np.maximum(h, 0, out=h)
+            out = w1.T @ h
+            out += (b1.reshape(-1) * up)[:, None]
+            out *= 1.0 / up
+            base, frac, scale = entropy.quantise_params(out[0], out[1], fields.latent_max)
+            values = code(base, frac, scale, cells, level)
+            if np.any(np.abs(values) > fields.latent_max):
+                raise PayloadError(f"latent beyond latent_max {fields.latent_max}")
+            flat[cells] = values
+        grids[level] = grid
+    return grids
+
+
+def synthesise(fields: Body, shape, grids: list[np.ndarray], syn: list[np.ndarray]) -> np.ndarray:
+    """The chunk's normalised values (float64, flat C order) from decoded latents, in tiles of
+    rows of the first axis: the trailing axes are interpolated once per level (small grids), the
+    first axis per tile, into a (levels, voxels) feature matrix for :func:`model.fixed_mlp`."""
+    d = len(shape)
+    tables = [[axis_table(n, m, fields.first + i) for n, m in zip(shape, g.shape)] for i, g in enumerate(grids)]
+    partial = [upsample(np, g, t[1:], first_axis=1).reshape(g.shape[0], -1) for g, t in zip(grids, tables)]
+    row = math.prod(shape[1:])
+    rows_per_tile = max(1, DECODE_VOXELS // max(1, row))
+    scale = 2.0 ** (ACT_BITS - INTERP_BITS * d)      # features as integers times 2**ACT_BITS
+    out = np.empty(math.prod(shape), np.float64)
+    for start in range(0, shape[0], rows_per_tile):
+        stop = min(shape[0], start + rows_per_tile)
+        feats = np.empty((len(grids), (stop - start) * row), np.float64)
+        for lvl, (p, t) in enumerate(zip(partial, tables)):
+            i0, i1, w0, w1 = (a[start:stop] for a in t[0])
+            f = feats[lvl].reshape(stop - start, row)
+            np.multiply(p[i0], w0[:, None].astype(np.float64), out=f)
+            f += p[i1] * w1[:, None].astype(np.float64)
+        if scale != 1:
+            feats *= scale
+            np.floor(feats, out=feats)
+        out[start * row:stop * row] = fixed_mlp(syn, feats, transposed=True)[0]
+    return out
+
+
+def decode_body(header: Header, r: Reader) -> np.ndarray:
+    ndim = len(header.shape)
+    if ndim > MAX_NDIM:
+        raise PayloadError(f"latent-grid payloads have at most {MAX_NDIM} axes, not {ndim}")
+    fields, exps, scales = read_body_fixed(r, ndim)
+    shapes = tensor_shapes(ndim, fields.levels, fields.hidden, fields.ctx_width)
+    n_words = r.take("I")
+    words = r.array("<u4", n_words)
+    r.done()
+    dec = entropy.Decoder(words)
+    radius = weight_radius(fields.weight_bits)
+    weights = []
+    for shp, e, s in zip(shapes, exps, scales):
+        n = math.prod(shp)
+        q = dec.read(np.zeros(n, np.int64), np.zeros(n, np.int64), np.full(n, s), radius)
+        weights.append((q.astype(np.float64) * 2.0 ** -int(e)).reshape(shp))
+    k = n_synthesis(fields.hidden)
+    syn, ctx = weights[:k], weights[k:]
+    try:
+        check_exact(ctx, list(exps[k:]), fields.latent_max, 0)
+        check_exact(syn, list(exps[:k]), fields.latent_max, ACT_BITS)
+    except ValueError as e:
+        raise PayloadError(f"latent-grid networks out of the exactly decodable range: {e}") from e
+    grids = code_latents(fields, header.shape, ctx,
+                         lambda base, frac, scale, cells, level: dec.read(base, frac, scale,
+                                                                          latent_radius(fields.latent_max)))
+    dec.done()
+    y = synthesise(fields, header.shape, grids, syn)
+    return denormalise(y, fields.lo, fields.hi, header.dtype)
+
+
+def pack(header: Header, fields: Body, weights: list[np.ndarray], exps: list[int], scales: list[int],
+         latents: list[np.ndarray]) -> bytes:
+    """A complete payload: ``weights`` as integers (times 2**-exps), ``latents`` (finest first,
+    integer arrays of the level shapes)."""
+    ndim = len(header.shape)
+    enc = entropy.Encoder()
+    radius = weight_radius(fields.weight_bits)
+    for q, s in zip(weights, scales):
+        q = np.asarray(q, np.int64).reshape(-1)
+        enc.add(q, np.zeros_like(q), np.zeros_like(q), np.full(q.shape, s), radius)
+    k = n_synthesis(fields.hidden)
+    ctx = [np.asarray(q, np.float64) * 2.0 ** -int(e) for q, e in zip(weights[k:], exps[k:])]
+
+    def code(base, frac, scale, cells, level):
+        values = np.asarray(latents[level], np.int64).reshape(-1)[cells]
+        enc.add(values, base, frac, scale, latent_radius(fields.latent_max))
+        return values
+
+    code_latents(fields, header.shape, ctx, code)
+    words = enc.finish()
+    side = b"".join(struct.pack("<bB", int(e), int(s)) for e, s in zip(exps, scales))
+    body = (pack_range(fields.lo, fields.hi)
+            + FIXED.pack(fields.first, fields.levels, fields.latent_max, fields.weight_bits, len(fields.hidden))
+            + bytes(fields.hidden) + struct.pack("<BB", fields.ctx_width, fields.flags)
+            + side + struct.pack("<I", words.size) + words.tobytes())
+    return payload.pack(header, body)

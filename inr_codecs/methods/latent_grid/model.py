@@ -1,0 +1,224 @@
+"""The latent-grid model, written once for numpy (decode, fixed point) and torch (fit).
+
+A chunk of shape ``n`` is represented by L single-channel latent grids; level ``i`` (0 = finest)
+has shape ``ceil(n / 2 ** (first + i))`` per axis. Each grid is upsampled to the chunk by
+separable linear interpolation at voxel centres (:func:`axis_table`), the L values of a voxel go
+through the synthesis MLP (ReLU), and the latents' distribution comes from the context MLP
+(:func:`context_features`: the parent level and, for the second checkerboard pass, the same
+level's face neighbours).
+
+The decoder evaluates everything in fixed point with float64 arithmetic on dyadic values: weights
+are integers times a power of two, activations are floored to multiples of ``2 ** -ACT_BITS`` after
+every hidden layer, interpolation weights are multiples of ``2 ** -INTERP_BITS``. Every product and
+sum is then exact (``check_exact`` bounds them below 2**53), whatever the BLAS, its summation order
+or thread count: a payload decodes to the same values on every machine. Training runs the same
+functions in float32 without the flooring (``requant=None``).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+INTERP_BITS = 9          # interpolation weights are multiples of 2**-9 (exact for levels up to 2**-8)
+ACT_BITS = 16            # hidden activations and synthesis inputs: multiples of 2**-16
+EXACT = 2.0 ** 53
+
+
+def level_shapes(shape, first: int, levels: int) -> list[tuple[int, ...]]:
+    """Latent grid shapes, finest first: ``ceil(n / 2 ** (first + i))`` on every axis."""
+    return [tuple(-(-int(n) // 2 ** (first + i)) for n in shape) for i in range(levels)]
+
+
+def axis_table(n: int, m: int, scale: int):
+    """Linear interpolation of ``m`` latents to ``n`` voxel centres along one axis, for a level
+    at ``2 ** -scale`` of the resolution (``m = ceil(n / 2 ** scale)``).
+
+    Voxel i samples the latent axis at u = (i + 1/2) / 2**scale - 1/2, the latent centres of a
+    2x pyramid, clamped to [0, m - 1]: the result is ``a[i0] * w0 + a[i1] * w1`` with integer
+    weights summing to ``2 ** INTERP_BITS``; they are exact (u is a multiple of 2**-(scale + 1)).
+    """
+    if not 0 <= scale < INTERP_BITS:
+        raise ValueError(f"levels finer than 2**-{INTERP_BITS - 1} only, not 2**-{scale}")
+    one, den = 1 << INTERP_BITS, 2 << scale
+    i = np.arange(n, dtype=np.int64)
+    num = np.maximum(2 * i + 1 - (1 << scale), 0)       # den * u, clamped below
+    i0 = num // den
+    w1 = (num - i0 * den) << (INTERP_BITS - scale - 1)
+    end = i0 >= m - 1
+    i0 = np.minimum(i0, m - 1)
+    w1 = np.where(end, 0, w1)
+    i1 = np.minimum(i0 + 1, m - 1)
+    return i0, i1, one - w1, w1
+
+
+def _along(a, axis: int, idx):
+    """``a`` indexed by ``idx`` along ``axis`` (numpy or torch)."""
+    return a[(slice(None),) * axis + (idx,)]
+
+
+def _as(xp, like, values, dtype=None):
+    """A numpy array as an array of ``xp`` on ``like``'s device."""
+    if xp is np:
+        return values if dtype is None else values.astype(dtype)
+    return xp.as_tensor(values, device=like.device, dtype=dtype)
+
+
+def upsample(xp, grid, tables, first_axis: int = 1):
+    """Separable interpolation of ``grid`` (batch axes, then one axis per table) to the voxel grid.
+
+    ``tables`` are :func:`axis_table` results (weights as integers: the result is scaled by
+    ``2 ** (INTERP_BITS * len(tables))``); axis j of the chunk is axis ``first_axis + j`` of grid.
+    """
+    for j, (i0, i1, w0, w1) in enumerate(tables):
+        ax = first_axis + j
+        shape = (-1,) + (1,) * (grid.ndim - ax - 1)
+        w0 = _as(xp, grid, w0, grid.dtype if xp is not np else np.float64).reshape(shape)
+        w1 = _as(xp, grid, w1, grid.dtype if xp is not np else np.float64).reshape(shape)
+        grid = _along(grid, ax, _as(xp, grid, i0)) * w0 + _along(grid, ax, _as(xp, grid, i1)) * w1
+    return grid
+
+
+def interpolate_at(xp, flat, level_shape, tables, voxel_axes):
+    """Values of one latent level at some voxels, for training: ``flat`` (B, M) latents of
+    ``level_shape``; ``voxel_axes`` the voxels' index along each axis (torch, (k,) or (B, k));
+    ``tables`` the :func:`axis_table` results as float tensors (weights / 2**INTERP_BITS).
+    Returns (B, k): the same linear interpolation as :func:`upsample`, at the drawn voxels only."""
+    strides = [math.prod(level_shape[a + 1:]) for a in range(len(level_shape))]
+    ends = []
+    for (i0, i1, w0, w1), v in zip(tables, voxel_axes):
+        ends.append(((i0[v], w0[v]), (i1[v], w1[v])))
+    out = 0
+    for corner in itertools.product((0, 1), repeat=len(level_shape)):
+        index, weight = 0, 1
+        for a, c in enumerate(corner):
+            i, w = ends[a][c]
+            index = index + i * strides[a]
+            weight = weight * w
+        vals = flat[:, index] if index.ndim == 1 else xp.gather(flat, 1, index)
+        out = out + vals * weight
+    return out
+
+
+def mlp(xp, params, h, requant=None):
+    """Evaluate ``x @ W + b`` layers with ReLU between them: ``params`` = [W0, b0, W1, b1, ...].
+
+    ``requant``: applied to every hidden layer's pre-activation (the decoder's flooring to
+    ``2 ** -ACT_BITS``; None in training)."""
+    n = len(params) // 2
+    for i in range(n):
+        h = h @ params[2 * i] + params[2 * i + 1]
+        if i < n - 1:
+            if requant is not None:
+                h = requant(h)
+            h = h * (h > 0)
+    return h
+
+
+def fixed_mlp(params, x, transposed: bool = False):
+    """The decoder's :func:`mlp` with ``requant=floor_to(ACT_BITS)``, in place and scaled.
+
+    ``x`` holds the inputs times ``2 ** ACT_BITS`` (integers); every hidden layer is computed as
+    ``floor(2 ** ACT_BITS * (x @ W + b))`` directly (the same exact values, fewer passes). With
+    ``transposed``, ``x`` is (features, voxels) and the result (outputs, voxels). Returns the
+    outputs (unscaled)."""
+    up = 2.0 ** ACT_BITS
+    n = len(params) // 2
+    h = x
+    for i in range(n):
+        w, b = params[2 * i], params[2 * i + 1].reshape(-1)
+        if transposed:
+            h = w.T @ h
+            h += (b * up)[:, None]
+        else:
+            h = h @ w
+            h += b * up
+        if i < n - 1:
+            np.floor(h, out=h)
+            np.maximum(h, 0, out=h)
+    h *= 1.0 / up
+    return h
+
+
+def floor_to(bits: int):
+    """Flooring of float64 values to multiples of ``2 ** -bits`` (exact)."""
+    up, down = 2.0 ** bits, 2.0 ** -bits
+    return lambda h: np.floor(h * up) * down
+
+
+def parity(xp, like, shape):
+    """The checkerboard: 1 where the sum of a cell's indices is odd (second pass), else 0."""
+    grids = np.indices(shape).sum(0) % 2
+    return _as(xp, like, grids.astype(np.float32 if xp is not np else np.float64))
+
+
+def _shift(xp, a, axis: int, step: int):
+    """``a`` moved by ``step`` (+1 / -1) along ``axis``, zeros shifted in."""
+    n = a.shape[axis]
+    zero = _along(a, axis, slice(0, 1)) * 0
+    if n == 1:
+        return zero
+    if step > 0:
+        return xp.concatenate([zero, _along(a, axis, slice(0, n - 1))], axis)
+    return xp.concatenate([_along(a, axis, slice(1, n)), zero], axis)
+
+
+def context_features(xp, grid, parent, level: int, n_levels: int):
+    """Context of every latent of ``grid`` (B, *m): (B, *m, C) with C = 4 d + 2 + n_levels.
+
+    Columns: the parent latent (the coarser level at index // 2) and its 2 d face neighbours
+    (0 outside the grid, all 0 for the coarsest level: ``parent`` None); the 2 d face
+    neighbours in ``grid`` for second-pass cells (0 for first-pass cells, whose neighbours are
+    all second-pass and not yet decoded); the pass (0 / 1); a one-hot of the level.
+    Every column is an integer when the latents are (the decoder's exact arithmetic).
+    """
+    d = grid.ndim - 1
+    shape = tuple(grid.shape[1:])
+    cols = []
+    if parent is None:
+        cols += [grid * 0] * (1 + 2 * d)
+    else:
+        near = parent
+        for a in range(d):
+            idx = np.arange(shape[a]) // 2
+            near = _along(near, a + 1, _as(xp, parent, idx))
+        cols.append(near)
+        for a in range(d):
+            for step in (1, -1):
+                moved = _shift(xp, parent, a + 1, step)
+                for b in range(d):
+                    moved = _along(moved, b + 1, _as(xp, parent, np.arange(shape[b]) // 2))
+                cols.append(moved)
+    odd = parity(xp, grid, shape)
+    for a in range(d):
+        for step in (1, -1):
+            cols.append(_shift(xp, grid, a + 1, step) * odd)
+    cols.append(grid * 0 + odd)
+    for i in range(n_levels):
+        cols.append(grid * 0 + (1.0 if i == level else 0.0))
+    return xp.stack(cols, -1)
+
+
+def n_context(ndim: int, n_levels: int) -> int:
+    """Inputs of the context MLP for ``ndim``-d chunks."""
+    return 4 * ndim + 2 + n_levels
+
+
+def check_exact(weights, exps, bound_in: float, in_bits: int) -> float:
+    """Raise ValueError unless every layer of a fixed-point MLP stays exact in float64.
+
+    ``weights`` [W0, b0, ...] (float64), ``exps`` their power-of-two exponents (values are
+    integers times ``2 ** -exp``), ``bound_in`` the largest input magnitude, ``in_bits`` the
+    inputs' fractional bits. Returns the bound on the output.
+    """
+    bound, bits = float(bound_in), in_bits
+    n = len(weights) // 2
+    for i in range(n):
+        w, b = weights[2 * i], weights[2 * i + 1]
+        unit = max(bits + exps[2 * i], exps[2 * i + 1])
+        bound = float(np.max(np.abs(w).sum(0) * bound + np.abs(b).reshape(-1)))
+        if not bound * 2.0 ** unit < EXACT:
+            raise ValueError(f"layer {i} can reach {bound:g}, beyond exact float64 at 2**-{unit}")
+        bits = ACT_BITS
+    return bound
