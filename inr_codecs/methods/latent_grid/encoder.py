@@ -142,7 +142,7 @@ class LatentGridCodec(InrCodec):
         fitted = self._fit(model, params, targets, target_bits)
         params, steps, lams = fitted.params, fitted.steps.copy(), model.last_lambda.copy()
         header = header_for(arrs[0], self.method_id)
-        out = [self._pack(model, header, lo, hi, [p[i] for p in params]) for i, (lo, hi) in enumerate(ranges)]
+        out = [model.pack(header, lo, hi, [p[i] for p in params]) for i, (lo, hi) in enumerate(ranges)]
         for _ in range(REPAIR_ROUNDS):
             over = [i for i in range(n) if len(out[i]) > budget]
             if not over:
@@ -159,7 +159,7 @@ class LatentGridCodec(InrCodec):
                 for p, r in zip(params, refit.params):
                     p[i] = r[j]
                 steps[i] += int(refit.steps[j])
-                out[i] = self._pack(model, header, *ranges[i], [p[i] for p in params])
+                out[i] = model.pack(header, *ranges[i], [p[i] for p in params])
         for i in range(n):
             out[i] = self._trim(model, header, ranges[i], [p[i] for p in params], out[i], budget)
         return [Encoded(o, int(s)) for o, s in zip(out, steps)]
@@ -170,9 +170,6 @@ class LatentGridCodec(InrCodec):
         model.start(target_bits, options, lam)
         net = Networks(model.forward, params, penalty=model.penalty, quantise=model.quantise)
         return fit(net, sampler, sum_of_log_means, options, bits=self.bits)
-
-    def _pack(self, model, header, lo, hi, params) -> bytes:
-        return model.pack(header, lo, hi, params)
 
     def _trim(self, model, header, rng, params, data, budget) -> bytes:
         """Last resort for a chunk still over budget: zero latents from the finest level up,
