@@ -213,7 +213,7 @@ class GridSampler(_Sampler):
         self.n_nets, self.n = self.targets.shape
         self.k = min(self.n, batch_size)
         self.full = self.n <= batch_size and sampling == "uniform"
-        self.lazy_coords = self.n > max(batch_size, 2 ** 22)
+        self.lazy_coords = coords and self.n > max(batch_size, 2 ** 22)
         if sampling == "error" and self.n > MAX_ERROR_MAP:
             raise ValueError(f"sampling='error' handles chunks of up to 2**24 voxels, not {self.n}")
 
@@ -221,7 +221,6 @@ class GridSampler(_Sampler):
         self.torch, self.device, self.gen = torch, device, gen
         self.y = torch.from_numpy(self.targets).to(device)
         if not self.want_coords:                # the forward takes flat voxel indices
-            self.lazy_coords = False
             self.x = torch.arange(self.n, device=device)
         else:
             self.x = None if self.lazy_coords else torch.from_numpy(

@@ -17,7 +17,7 @@ from inr_codecs import BudgetError, LatentGridCodec, PayloadError, decode, paylo
 from inr_codecs.codec import header_for
 from inr_codecs.methods.latent_grid import entropy
 from inr_codecs.methods.latent_grid import format as lg_format
-from inr_codecs.methods.latent_grid.encoder import _Model
+from inr_codecs.methods.latent_grid.encoder import LATENT_GAIN, _Model
 from inr_codecs.methods.latent_grid.model import (ACT_BITS, axis_table, context_features, floor_to, level_shapes,
                                                   mlp, n_context, upsample)
 from inr_codecs.metrics import psnr
@@ -147,7 +147,7 @@ def test_numpy_decoder_matches_the_torch_forward(shape):
     got = decode(data).reshape(-1)
     m.start(np.array([1.0]), FitOptions(device="cpu"))
     qs, exps, grids = m.integers(p)
-    lat = np.concatenate([g.reshape(-1) for g in grids]) / m.gain
+    lat = np.concatenate([g.reshape(-1) for g in grids]) / LATENT_GAIN
     use = m.quantise(torch, [torch.tensor(lat[None, None], dtype=torch.float32)]
                      + [torch.tensor(t[None]) for t in p[1:]], True)
     want = np.clip(m.forward(torch, use, torch.arange(math.prod(shape)))[0, :, 0].numpy(), -1, 1)

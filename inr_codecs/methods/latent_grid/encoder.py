@@ -198,15 +198,12 @@ class _Model:
         self.hidden, self.ctx_width, self.latent_max, self.bits = tuple(hidden), ctx_width, latent_max, bits
         self.seed = seed
         self.shapes = level_shapes(self.shape, first, levels)
-        self.sizes = [math.prod(s) for s in self.shapes]
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+        self.offsets = np.concatenate([[0], np.cumsum([math.prod(s) for s in self.shapes])]).astype(int)
         self.tensor_shapes = fmt.tensor_shapes(len(self.shape), levels, self.hidden, ctx_width)
         self.n_weights = sum(math.prod(s) for s in self.tensor_shapes)
         self.n_syn = fmt.n_synthesis(self.hidden)
-        self.voxels = math.prod(self.shape)
         self.q_max = fmt.weight_radius(bits)
         self.last_lambda = None
-        self.gain = LATENT_GAIN
         self.noisy = None
 
     def init(self, n: int) -> list[np.ndarray]:
@@ -228,7 +225,6 @@ class _Model:
         from ...fit import resolve_device
         self.torch = torch
         device = resolve_device(options.device)
-        self.device = device
         self.gen = torch.Generator(device="cpu").manual_seed(options.seed + 7)
         self.tables = [[tuple(torch.as_tensor(t, device=device) if k < 2 else
                               torch.as_tensor(t / (1 << INTERP_BITS), dtype=torch.float32, device=device)
@@ -273,7 +269,7 @@ class _Model:
         return out
 
     def quantise(self, torch, params, qat: bool):
-        lat = (params[0] * self.gain).clamp(-self.latent_max, self.latent_max)
+        lat = (params[0] * LATENT_GAIN).clamp(-self.latent_max, self.latent_max)
         rounded = lat + (torch.round(lat) - lat).detach()
         if qat:
             self.noisy = None
@@ -328,7 +324,7 @@ class _Model:
     # numpy -----------------------------------------------------------------------------
     def integers(self, params):
         """(weights as integers, their exponents, latents as integer grids) of one network."""
-        lat = np.clip(np.rint(params[0][0] * self.gain), -self.latent_max, self.latent_max).astype(np.int64)
+        lat = np.clip(np.rint(params[0][0] * LATENT_GAIN), -self.latent_max, self.latent_max).astype(np.int64)
         grids = [lat[a:b].reshape(s) for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)]
         qs, exps = [], []
         for w, shp in zip(list(params[1:1 + self.n_syn]) + self.context(params), self.tensor_shapes):

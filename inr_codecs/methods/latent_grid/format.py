@@ -36,7 +36,8 @@ from ... import payload
 from ...codec import denormalise, pack_range, read_range
 from ...payload import Header, PayloadError, Reader
 from . import entropy
-from .model import ACT_BITS, INTERP_BITS, axis_table, check_exact, fixed_mlp, level_shapes, n_context, upsample
+from .model import (ACT_BITS, INTERP_BITS, axis_table, check_exact, fixed_mlp, level_shapes, n_context, parity,
+                    upsample)
 
 METHOD_ID = 3
 MAX_LEVELS = 8
@@ -171,7 +172,7 @@ def code_latents(fields: Body, shape, ctx: list[np.ndarray], code) -> list[np.nd
         m = shapes[level]
         const = w_level[level] + b0.reshape(-1)
         hp = w_parent.T @ _parent_columns(grids[level + 1], m) if level + 1 < levels else None
-        odd = (np.indices(m).sum(0) % 2).reshape(-1)
+        odd = parity(np, None, m).reshape(-1)
         grid = np.zeros(m, np.float64)
         flat = grid.reshape(-1)
         for pass_ in (0, 1):
@@ -258,7 +259,6 @@ def pack(header: Header, fields: Body, weights: list[np.ndarray], exps: list[int
          latents: list[np.ndarray]) -> bytes:
     """A complete payload: ``weights`` as integers (times 2**-exps), ``latents`` (finest first,
     integer arrays of the level shapes)."""
-    ndim = len(header.shape)
     enc = entropy.Encoder()
     radius = weight_radius(fields.weight_bits)
     for q, s in zip(weights, scales):
