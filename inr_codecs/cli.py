@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -73,10 +74,16 @@ def cmd_compress(a) -> int:
     ratios = [float(r) for r in a.ratios.split(",")] if a.ratios else None
     if ratios and not a.ome:
         raise ValueError("--ratios (one per level) needs --ome")
-    if a.ratio is None and not ratios:
-        raise ValueError("--ratio is required (or --ome with --ratios)")
-    codec = registry.make(a.codec, a.ratio if a.ratio is not None else ratios[0], preset=a.preset,
-                          **_codec_options(a))
+    if a.ratio is None and not ratios and a.psnr is None:
+        raise ValueError("--ratio is required (or --psnr, or --ome with --ratios)")
+    options = _codec_options(a)
+    if a.psnr is not None:
+        with_psnr = [m.name for m in registry.codecs() if "psnr" in inspect.signature(m.codec).parameters]
+        if a.codec not in with_psnr:
+            raise ValueError(f"--psnr: {a.codec} has no quality mode (codecs with one: {', '.join(with_psnr)})")
+        options["psnr"] = a.psnr
+    codec = registry.make(a.codec, a.ratio if a.ratio is not None or not ratios else ratios[0], preset=a.preset,
+                          **options)
     if a.ome:
         from .ome import write_ome
         results = write_ome(src, a.target, codec, ratios=ratios, levels=a.levels, chunks=chunks,
@@ -87,6 +94,7 @@ def cmd_compress(a) -> int:
                             overwrite=a.overwrite, **run)]
     for level, r in enumerate(results):
         summary = {"source": a.source, **r.summary(), "codec": a.codec, "ratio_requested": r.codec["ratio"],
+                   **({"psnr_requested": r.codec["psnr"]} if r.codec.get("psnr") is not None else {}),
                    "ratio_achieved": round(r.ratio, 2), "MB_per_s": round(r.mb_per_s, 4)}
         if r.psnr is not None:
             summary["psnr_db"] = round(r.psnr, 3)
@@ -97,7 +105,10 @@ def cmd_compress(a) -> int:
 
 
 def _summary_line(r) -> str:
-    out = f"{r.target}: ratio {r.ratio:.2f}x (asked {r.codec['ratio']:g}x)"
+    asked = f"{r.codec['ratio']:g}x"
+    if r.codec.get("psnr") is not None:
+        asked = f"PSNR {r.codec['psnr']:g} dB" + (f", at most 1/{asked}" if r.codec["ratio"] > 1 else "")
+    out = f"{r.target}: ratio {r.ratio:.2f}x (asked {asked})"
     if r.psnr is not None:
         out += f", PSNR {r.psnr:.2f} dB"
     return out + (f", {r.seconds:.1f} s ({r.mb_per_s:.3g} MB/s); {r.chunks_encoded} chunks encoded, "
@@ -191,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("target", help="Zarr array path to create")
     c.add_argument("--codec", default="siren", choices=registry.names())
     c.add_argument("--preset", choices=("paper",), help="start from the method's paper settings (e.g. SCI's)")
-    c.add_argument("--ratio", type=float, help="compression ratio (a ceiling per chunk); required unless --ratios")
+    c.add_argument("--ratio", type=float, help="compression ratio (a ceiling per chunk); required unless --ratios "
+                                               "or --psnr")
+    c.add_argument("--psnr", type=float, help="quality mode (latent_grid): the smallest payloads whose chunk PSNR "
+                                              "reaches this (dB); --ratio then stays a ceiling")
     c.add_argument("--chunks", help="chunk shape, e.g. 64,64,64 (default: 64 per axis)")
     c.add_argument("--shards", help="shard shape (Zarr v3), e.g. 128,128,128")
     c.add_argument("--zarr-format", type=int, choices=(2, 3), default=3)

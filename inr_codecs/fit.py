@@ -116,8 +116,10 @@ class Networks:
     ``masks``: 0/1 arrays of the same shapes (padding of narrower networks), or None;
     ``forward(xp, params, x)``: x (k, in_dim) shared by all networks or (B, k, in_dim) ->
     (B, k, 1), the same function the numpy decoder evaluates;
-    ``penalty(torch, params, rows)``: an optional term per active network ((b,) tensor, e.g. a
-    rate), added to the loss; ``rows`` are the active networks' indices;
+    ``penalty(torch, params, rows, sq)``: an optional term per active network ((b,) tensor, e.g.
+    a rate), added to the loss; ``rows`` are the active networks' indices, ``sq`` the step's
+    squared errors on its uniformly drawn voxels (b, k), detached (for a rate weight steered to
+    a distortion target);
     ``quantise(torch, params, qat)``: optional, replaces the per-tensor fake quantisation: the
     parameters every step uses (``qat`` False in the float phase, True in the quantisation-aware
     one), e.g. latents with additive noise, then rounded straight-through.
@@ -417,7 +419,7 @@ class _Run:
         sq = (self.forward(self.torch, use, draw.x)[..., 0] - draw.y) ** 2          # (b, k)
         value = loss(sq)
         if self.penalty is not None:
-            value = value + self.penalty(self.torch, use, rows).sum()
+            value = value + self.penalty(self.torch, use, rows, sq.detach()[:, :sampler.uniform_columns]).sum()
         self.opt.zero_grad(set_to_none=True)
         value.backward()
         self.opt.step()

@@ -148,3 +148,18 @@ def test_sci_paper_preset_and_options(tmp_path, capsys):
     assert main(["compress", str(tmp_path / "x.npy"), str(tmp_path / "y.zarr"), "--ratio", "4",
                  "--option", "partition=adaptive", *FAST]) == 2          # SIRENCodec has no partition
     assert "unexpected keyword argument(s) 'partition'" in capsys.readouterr().err
+
+
+def test_latent_grid_psnr_mode_and_info(tmp_path, vol, capsys):
+    np.save(tmp_path / "v.npy", vol)
+    target = str(tmp_path / "a.zarr")
+    assert main(["compress", str(tmp_path / "v.npy"), target, "--codec", "latent_grid", "--psnr", "25",
+                 "--ratio", "4", "--chunks", "16,32,32", "--json", *FAST]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["psnr_requested"], out["ratio_requested"]) == (25, 4) and out["ratio_achieved"] >= 4
+    assert main(["info", target, "--json"]) == 0
+    (config,) = [c["configuration"] for c in json.loads(capsys.readouterr().out)["codecs"]
+                 if c["name"] == "inr_codecs.latent_grid"]
+    assert (config["psnr"], config["ratio"]) == (25, 4)
+    assert main(["compress", str(tmp_path / "v.npy"), str(tmp_path / "b.zarr"), "--psnr", "25", *FAST]) == 2
+    assert "psnr" in capsys.readouterr().err and not (tmp_path / "b.zarr").exists()

@@ -220,7 +220,9 @@ class ZFP(Classical):
             shift = max(0, 30 - span.bit_length())
             x = (a.astype(np.int64) - lo).astype(np.int32) << shift
             return self._SHIFT.pack(lo, shift) + self._codec(k).encode(x)
-        return self._codec(k).encode(np.ascontiguousarray(a, np.float32))
+        # a float block needs its 1 + 8 exponent bits: zfpy corrupts its heap below that rate
+        rate = max(float(k), 9 / 4 ** a.ndim)
+        return self._codec(rate).encode(np.ascontiguousarray(a, np.float32))
 
     def decode(self, data, shape, dtype):
         if np.dtype(dtype).kind in "iu":

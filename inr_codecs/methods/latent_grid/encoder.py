@@ -3,28 +3,35 @@ rate-distortion loss, with the rate steered to the byte budget (torch, through t
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
 from ...codec import BudgetError, Encoded, InrCodec, header_for, normalise
 from ...fit import GridSampler, Networks, fit, sum_of_log_means
+from ...metrics import psnr
 from . import entropy
 from . import format as fmt
-from .model import (ACT_BITS, INTERP_BITS, axis_table, check_exact, context_features, interpolate_at, level_shapes,
-                    mlp)
+from .model import (ACT_BITS, INTERP_BITS, axis_table, check_exact, interpolate_at, level_shapes, mlp, n_context,
+                    parity)
 
 #: Network sizes the codec picks from, largest first: (synthesis hidden widths, context width).
 LADDER = (((16, 16), 16), ((16, 16), 8), ((16,), 8), ((8,), 8), ((8,), 4), ((4,), 4))
 WEIGHT_SHARE = 0.15        # networks may take this share of the budget (estimate) when sized automatically
 RATE_MARGIN = 0.95         # the rate is steered to this share of the bytes left for latents
 LAMBDA0 = 1.0             # initial rate weight: the loss is log(MSE) + lambda * bits / target bits
-DUAL_STEP = 0.02          # log-lambda change per fitting step of the rate controller (at most)
+DUAL_STEP = 0.02          # log-lambda change per fitting step of the rate controller (at most) ...
+DUAL_TRAVEL = 10.0        # ... or this over the codec's steps, if larger (short fits)
 MIN_LATENT_BYTES = 16
 LATENT_GAIN = 12.0        # latents train as parameters / LATENT_GAIN: their steps are this much larger
 REPAIR_BOOST = 3          # a refit's rate weight starts at lambda * (over-budget factor) ** this
 CONTEXT_GAIN = (4.0, 8.0)  # training scale of the context MLP's outputs (mu, log2 b)
 LOG2_B_START = -2.0       # initial log2 scale: latents start at zero
-REPAIR_ROUNDS = 2          # refits of over-budget chunks with a tighter rate target
+REPAIR_ROUNDS = 2          # refits of over-budget (or, with psnr=, short) chunks with a tighter target
+PSNR_MARGIN = 0.1          # psnr= mode: the fit aims this many dB above the target
+#: Entropy-model inputs by ``context=`` (ablations; the format is the same, unused inputs get zero weights).
+CONTEXTS = {"full": ("parent", "neighbours"), "parent": ("parent",), "checkerboard": ("neighbours",),
+            "level": ()}
 
 
 def weight_bytes_estimate(n_params: int, bits: int) -> float:
@@ -45,9 +52,15 @@ class LatentGridCodec(InrCodec):
 
     Parameters
     ----------
-    ratio : float
+    ratio : float, optional
         Compression ratio; a hard ceiling: payload bytes <= floor(raw chunk bytes / ratio).
-        The fit steers its rate to the budget (a rate weight adapted while fitting).
+        Without ``psnr`` the fit steers its rate to the budget (a rate weight adapted while
+        fitting). Default with ``psnr``: no ceiling but the raw size (ratio 1).
+    psnr : float, optional
+        Quality mode: the smallest payload whose chunk PSNR (dB, peak = the chunk's max - min)
+        reaches this; the rate weight is steered to the distortion instead, every payload is
+        decoded and measured, and chunks short of the target are refitted. ``ratio`` (if given)
+        stays a hard ceiling and wins over the target.
     levels : int, default 5
         Number of latent grids.
     first_level : int, default 1
@@ -59,6 +72,9 @@ class LatentGridCodec(InrCodec):
         Hidden width of the context MLP; None picks with ``hidden``.
     latent_max : int, default 63
         Latents are integers in [-latent_max, latent_max].
+    context : {"full", "parent", "checkerboard", "level"}, default "full"
+        Inputs of the entropy model (for ablations): the parent level and the two-pass
+        checkerboard, the parent only, the checkerboard only, or one distribution per level.
     bits : int, default 8
         Bit depth of the stored network weights (integers times a power of two).
     **fit
@@ -71,11 +87,18 @@ class LatentGridCodec(InrCodec):
     method_id = fmt.METHOD_ID
     fit_defaults = {"steps": 1500, "lr": 1e-2, "batch_size": 32768}
 
-    def __init__(self, ratio, *, levels=5, first_level=1, hidden=None, context_width=None, latent_max=63,
-                 bits=8, encoding="quantised", **fit):
+    def __init__(self, ratio=None, *, psnr=None, levels=5, first_level=1, hidden=None, context_width=None,
+                 latent_max=63, context="full", bits=8, encoding="quantised", **fit):
         if encoding != "quantised":
             raise ValueError("LatentGridCodec stores quantised weights only (encoding='quantised')")
-        super().__init__(ratio, bits=bits, encoding=encoding, **fit)
+        if ratio is None and psnr is None:
+            raise TypeError("LatentGridCodec needs ratio= (a ceiling on every payload), psnr= (a quality "
+                            "target per chunk) or both")
+        super().__init__(1.0 if ratio is None else ratio, bits=bits, encoding=encoding, **fit)
+        if psnr is not None and not (isinstance(psnr, (int, float, np.floating)) and 0 < psnr < math.inf):
+            raise ValueError(f"psnr must be a positive number of dB, not {psnr!r}")
+        if context not in CONTEXTS:
+            raise ValueError(f"context must be one of {list(CONTEXTS)}, not {context!r}")
         if not 1 <= int(levels) <= fmt.MAX_LEVELS:
             raise ValueError(f"levels must be in 1..{fmt.MAX_LEVELS}, not {levels}")
         if not 0 <= int(first_level) <= fmt.MAX_FIRST + 1 - int(levels):
@@ -93,6 +116,8 @@ class LatentGridCodec(InrCodec):
         self.hidden = hidden
         self.context_width = None if context_width is None else int(context_width)
         self.latent_max = int(latent_max)
+        self.psnr = None if psnr is None else float(psnr)
+        self.context = context
 
     # sizes -------------------------------------------------------------------------------
     def _n_params(self, ndim: int, hidden, ctx_width: int) -> int:
@@ -128,7 +153,7 @@ class LatentGridCodec(InrCodec):
         shape = tuple(arrs[0].shape)
         hidden, ctx_width = self.architecture(shape, budget)
         model = _Model(shape, self.levels, self.first_level, hidden, ctx_width, self.latent_max, self.bits,
-                       self.seed)
+                       self.seed, self.context)
         fixed = fmt.fixed_bytes(len(shape), len(hidden))
         weights = weight_bytes_estimate(model.n_weights, self.bits)
         latent_bytes = budget - fixed - weights - 8
@@ -137,37 +162,68 @@ class LatentGridCodec(InrCodec):
                               f"alone need about {fixed + weights:.0f}")
         targets = np.stack([normalise(a, lo, hi) for a, (lo, hi) in zip(arrs, ranges)])
         n = len(arrs)
+        # the rate weight is steered to the latents' byte budget (ratio mode) or, with psnr=, to a
+        # mean squared error on the normalised range [-1, 1] (peak 2) with the budget as a bound
         target_bits = np.full(n, 8 * latent_bytes * RATE_MARGIN)
+        mse = np.full(n, 0.0 if self.psnr is None else _mse_at(self.psnr + PSNR_MARGIN))
+        # the rate's scale in the loss: the target; with psnr=, one bit per latent unless the ceiling is lower
+        norm = target_bits.copy() if self.psnr is None else np.minimum(target_bits, float(model.offsets[-1]))
         params = model.init(n)
-        fitted = self._fit(model, params, targets, target_bits)
+        fitted = self._fit(model, params, targets, target_bits, norm, mse)
         params, steps, lams = fitted.params, fitted.steps.copy(), model.last_lambda.copy()
         header = header_for(arrs[0], self.method_id)
         out = [model.pack(header, lo, hi, [p[i] for p in params]) for i, (lo, hi) in enumerate(ranges)]
+        quality = self._quality(arrs, out)
         for _ in range(REPAIR_ROUNDS):
             over = [i for i in range(n) if len(out[i]) > budget]
-            if not over:
+            # a chunk short of psnr= is refitted to a lower error, unless it is at its ceiling
+            short = [] if quality is None else [i for i in range(n) if quality[i] < self.psnr
+                                                and len(out[i]) < budget * RATE_MARGIN]
+            redo = sorted(over + short)
+            if not redo:
                 break
-            scale = np.array([budget / len(out[i]) * RATE_MARGIN for i in over])
-            target_bits[over] = target_bits[over] * scale
-            repair = max(20, int(self.steps * 0.1))
-            lam = lams[over] * scale ** -REPAIR_BOOST
-            refit = self._fit(model, [p[over] for p in params], targets[over], target_bits[over],
-                              steps=repair, lr=self.lr * 0.1, lr_schedule="constant", qat_fraction=0.5,
-                              target_psnr=None, plateau_steps=None, lam=lam)
-            lams[over] = model.last_lambda
-            for j, i in enumerate(over):
+            lam = lams.copy()
+            for i in over:
+                scale = budget / len(out[i]) * RATE_MARGIN
+                target_bits[i] *= scale
+                lam[i] *= scale ** -REPAIR_BOOST
+            for i in short:
+                gap = self.psnr - quality[i] + PSNR_MARGIN
+                mse[i] *= 10 ** (-gap / 10)
+            refit = self._fit(model, [p[redo] for p in params], targets[redo], target_bits[redo], norm[redo],
+                              mse[redo], steps=max(20, int(self.steps * 0.1)), lr=self.lr * 0.1,
+                              lr_schedule="constant", qat_fraction=0.5, target_psnr=None, plateau_steps=None,
+                              lam=lam[redo])
+            lams[redo] = model.last_lambda
+            for j, i in enumerate(redo):
                 for p, r in zip(params, refit.params):
                     p[i] = r[j]
                 steps[i] += int(refit.steps[j])
                 out[i] = model.pack(header, *ranges[i], [p[i] for p in params])
+            if quality is not None:
+                quality[redo] = self._quality([arrs[i] for i in redo], [out[i] for i in redo])
         for i in range(n):
-            out[i] = self._trim(model, header, ranges[i], [p[i] for p in params], out[i], budget)
+            trimmed = self._trim(model, header, ranges[i], [p[i] for p in params], out[i], budget)
+            if trimmed != out[i] and quality is not None:
+                quality[i] = self._quality([arrs[i]], [trimmed])[0]
+            out[i] = trimmed
+        if quality is not None and (quality < self.psnr).any():
+            warnings.warn(f"{int((quality < self.psnr).sum())} of {n} chunks stay below psnr={self.psnr:g} dB "
+                          f"(lowest {quality.min():.2f} dB): limited by the ratio ceiling or the fitting steps",
+                          stacklevel=2)
         return [Encoded(o, int(s)) for o, s in zip(out, steps)]
 
-    def _fit(self, model, params, targets, target_bits, lam=None, **changes):
+    def _quality(self, arrs, payloads):
+        """Chunk PSNRs (dB) of the payloads as decoded (psnr= mode), or None."""
+        if self.psnr is None:
+            return None
+        from ...registry import decode
+        return np.array([psnr(a, decode(p).reshape(a.shape)) for a, p in zip(arrs, payloads)])
+
+    def _fit(self, model, params, targets, target_bits, norm, mse, lam=None, **changes):
         options = self.fit_options(**changes)
         sampler = GridSampler(model.shape, targets, options.batch_size, options.sampling, coords=False)
-        model.start(target_bits, options, lam)
+        model.start(target_bits, options, lam, norm, mse, dual=max(DUAL_STEP, DUAL_TRAVEL / self.steps))
         net = Networks(model.forward, params, penalty=model.penalty, quantise=model.quantise)
         return fit(net, sampler, sum_of_log_means, options, bits=self.bits)
 
@@ -193,7 +249,7 @@ class LatentGridCodec(InrCodec):
 class _Model:
     """The trainable model of one chunk shape, batched over chunks, and its packing."""
 
-    def __init__(self, shape, levels, first, hidden, ctx_width, latent_max, bits, seed):
+    def __init__(self, shape, levels, first, hidden, ctx_width, latent_max, bits, seed, context="full"):
         self.shape, self.levels, self.first = tuple(shape), levels, first
         self.hidden, self.ctx_width, self.latent_max, self.bits = tuple(hidden), ctx_width, latent_max, bits
         self.seed = seed
@@ -205,6 +261,12 @@ class _Model:
         self.q_max = fmt.weight_radius(bits)
         self.last_lambda = None
         self.noisy = None
+        d, inputs = len(self.shape), CONTEXTS[context]
+        self.ctx_mask = np.ones((n_context(d, levels), 1), np.float32)   # rows of the context MLP's W0
+        if "parent" not in inputs:
+            self.ctx_mask[:1 + 2 * d] = 0
+        if "neighbours" not in inputs:
+            self.ctx_mask[1 + 2 * d:2 + 4 * d] = 0
 
     def init(self, n: int) -> list[np.ndarray]:
         """Zero latents, uniform fan-in weights (PyTorch's default), context biases mu 0, log2 b 0."""
@@ -220,7 +282,11 @@ class _Model:
         return out
 
     # torch -----------------------------------------------------------------------------
-    def start(self, target_bits, options, lam=None):
+    def start(self, target_bits, options, lam=None, norm=None, mse=None, dual=DUAL_STEP):
+        """Before a fit: the rate target (bits; the controller raises the rate weight while the
+        coded rate is above it), the initial rate weight, the rate's scale in the loss (bits;
+        default the target) and the MSE target (normalised; None or 0 = steer by the rate alone;
+        else the weight also rises while the batch's MSE is below it), the controller's step."""
         import torch
         from ...fit import resolve_device
         self.torch = torch
@@ -232,6 +298,10 @@ class _Model:
                         for n, m in zip(self.shape, s)] for i, s in enumerate(self.shapes)]
         self.strides = [math.prod(self.shape[a + 1:]) for a in range(len(self.shape))]
         self.target = torch.as_tensor(np.asarray(target_bits, np.float64), device=device)
+        self.dual = dual
+        self.norm = torch.as_tensor(np.asarray(target_bits if norm is None else norm, np.float32), device=device)
+        self.mse = None if mse is None or not np.any(mse) else torch.as_tensor(np.asarray(mse, np.float64),
+                                                                               device=device)
         start = np.log(LAMBDA0) if lam is None else np.log(np.asarray(lam))
         self.log_lam = torch.as_tensor(np.broadcast_to(start, len(target_bits)).copy(), device=device)
 
@@ -292,9 +362,10 @@ class _Model:
         w0, b0, w1, b1 = params[1 + self.n_syn:]
         gain = np.asarray(CONTEXT_GAIN, np.float32)
         shift = np.asarray([0.0, LOG2_B_START], np.float32)
+        mask = self.ctx_mask
         if not isinstance(w1, np.ndarray):
-            gain, shift = (self.torch.as_tensor(v, device=w1.device) for v in (gain, shift))
-        return [w0, b0, w1 * gain, b1 * gain + shift]
+            gain, shift, mask = (self.torch.as_tensor(v, device=w1.device) for v in (gain, shift, mask))
+        return [w0 if self.ctx_mask.all() else w0 * mask, b0, w1 * gain, b1 * gain + shift]
 
     def rate(self, torch, params):
         """Bits of every network's latents under its context model (b,)."""
@@ -303,23 +374,24 @@ class _Model:
         total = 0
         for level in range(self.levels):
             parent = grids[level + 1] if level + 1 < self.levels else None
-            feats = context_features(torch, grids[level], parent, level, self.levels)
-            out = mlp(torch, ctx, feats.reshape(feats.shape[0], -1, feats.shape[-1]))
+            out = _context_mlp(torch, ctx, grids[level], parent, level)
             mu = out[..., 0].clamp(-self.latent_max - 1, self.latent_max + 1)
             log2_b = out[..., 1].clamp(entropy.LOG2_B_MIN, entropy.LOG2_B_MAX)
             total = total + _laplace_bits(torch, grids[level].reshape(grids[level].shape[0], -1), mu, log2_b).sum(1)
         return total
 
-    def penalty(self, torch, params, rows):
+    def penalty(self, torch, params, rows, sq=None):
         bits = self.rate(torch, [self.noisy if self.noisy is not None else params[0]] + list(params[1:]))
         with torch.no_grad():
             # the controller steers the rate of the rounded latents (what is coded): the noisy
             # rate has a floor of ~0.1-0.2 bits per latent that low targets fall below
             coded = bits if self.noisy is None else self.rate(torch, params)
-            err = torch.log(coded.double().clamp(min=1.0) / self.target[rows]).clamp(-1, 1)
-            self.log_lam[rows] += DUAL_STEP * err
+            err = torch.log(coded.double().clamp(min=1.0) / self.target[rows])
+            if self.mse is not None and sq is not None:     # psnr=: raise the weight while the error is low
+                err = torch.maximum(err, torch.log(self.mse[rows] / sq.double().mean(1).clamp(min=1e-12)))
+            self.log_lam[rows] += self.dual * err.clamp(-1, 1)
             self.last_lambda = torch.exp(self.log_lam).cpu().numpy()
-        return torch.exp(self.log_lam[rows]).float() * bits / self.target[rows].float()
+        return torch.exp(self.log_lam[rows]).float() * bits / self.norm[rows]
 
     # numpy -----------------------------------------------------------------------------
     def integers(self, params):
@@ -372,6 +444,43 @@ def _exponents(xp, w, q_max: int):
     e = xp.floor(xp.log2(q_max / m.clamp(min=1e-30))).clamp(-100, 100)
     e = xp.where(m > 0, e, xp.zeros_like(e))
     return e.reshape((-1,) + (1,) * (w.ndim - 1))
+
+
+def _mse_at(db: float) -> float:
+    """Mean squared error on the normalised range (peak 2) of a PSNR in dB."""
+    return 4.0 * 10.0 ** (-db / 10.0)
+
+
+def _context_mlp(torch, ctx, grid, parent, level: int):
+    """The context MLP on :func:`model.context_features` of ``grid`` (B, *m), for training:
+    the same values (B, cells, 2), computed without the constant columns (the pass flag is one
+    column, the level's one-hot a bias), the parent's columns built at the parent's resolution
+    and repeated 2x per axis, the neighbours as views of one zero-padded copy."""
+    pad = torch.nn.functional.pad
+    w0, b0, w1, b1 = ctx
+    b, m, d = grid.shape[0], grid.shape[1:], grid.ndim - 1
+    n_parent = 1 + 2 * d
+    cols = []
+    if parent is not None:
+        mp, padded = parent.shape[1:], pad(parent, (1, 1) * d)
+        views = [padded[(slice(None),) + tuple(slice(1, 1 + n) for n in mp)]]
+        views += [padded[(slice(None),) + tuple(slice(1 - (s if c == a else 0), 1 - (s if c == a else 0) + n)
+                                                for c, n in enumerate(mp))] for a in range(d) for s in (1, -1)]
+        near = torch.stack(views, -1)                                            # (B, *mp, 1 + 2d)
+        spread = near.reshape((b,) + sum(((n, 1) for n in mp), ()) + (n_parent,))
+        spread = spread.expand((b,) + sum(((n, 2) for n in mp), ()) + (n_parent,))
+        spread = spread.reshape((b,) + tuple(2 * n for n in mp) + (n_parent,))
+        cols.append(spread[(slice(None),) + tuple(slice(0, n) for n in m)])
+    odd = parity(torch, grid, m)
+    padded = pad(grid, (1, 1) * d)
+    views = [padded[(slice(None),) + tuple(slice(1 - (s if c == a else 0), 1 - (s if c == a else 0) + n)
+                                           for c, n in enumerate(m))] for a in range(d) for s in (1, -1)]
+    cols.append(torch.stack(views, -1) * odd[..., None])
+    cols.append(odd.expand(grid.shape)[..., None])
+    feats = torch.cat(cols, -1).reshape(b, -1, 4 * d + 2 - (0 if parent is not None else n_parent))
+    weights = w0[:, :4 * d + 2] if parent is not None else w0[:, n_parent:4 * d + 2]
+    h = torch.baddbmm(b0 + w0[:, 4 * d + 2 + level][:, None], feats, weights).clamp(min=0)
+    return torch.baddbmm(b1, h, w1)
 
 
 def _laplace_bits(torch, v, mu, log2_b):

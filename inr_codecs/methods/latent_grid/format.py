@@ -36,7 +36,7 @@ from ... import payload
 from ...codec import denormalise, pack_range, read_range
 from ...payload import Header, PayloadError, Reader
 from . import entropy
-from .model import (ACT_BITS, INTERP_BITS, axis_table, check_exact, fixed_mlp, level_shapes, n_context, parity,
+from .model import (ACT_BITS, INTERP_BITS, axis_table, check_exact, FixedMLP, level_shapes, n_context, parity,
                     upsample)
 
 METHOD_ID = 3
@@ -201,7 +201,7 @@ def code_latents(fields: Body, shape, ctx: list[np.ndarray], code) -> list[np.nd
 def synthesise(fields: Body, shape, grids: list[np.ndarray], syn: list[np.ndarray]) -> np.ndarray:
     """The chunk's normalised values (float64, flat C order) from decoded latents, in tiles of
     rows of the first axis: the trailing axes are interpolated once per level (small grids), the
-    first axis per tile, into a (levels, voxels) feature matrix for :func:`model.fixed_mlp`."""
+    first axis per tile, into a (levels + 1, voxels) feature matrix for :class:`model.FixedMLP`."""
     d = len(shape)
     tables = [[axis_table(n, m, fields.first + i) for n, m in zip(shape, g.shape)] for i, g in enumerate(grids)]
     partial = [upsample(np, g, t[1:], first_axis=1).reshape(g.shape[0], -1) for g, t in zip(grids, tables)]
@@ -209,18 +209,21 @@ def synthesise(fields: Body, shape, grids: list[np.ndarray], syn: list[np.ndarra
     rows_per_tile = max(1, DECODE_VOXELS // max(1, row))
     scale = 2.0 ** (ACT_BITS - INTERP_BITS * d)      # features as integers times 2**ACT_BITS
     out = np.empty(math.prod(shape), np.float64)
+    mlp = FixedMLP(syn)
+    levels = len(grids)
+    buffer = np.ones((levels + 1, rows_per_tile * row), np.float64)   # features, then a row of ones
     for start in range(0, shape[0], rows_per_tile):
         stop = min(shape[0], start + rows_per_tile)
-        feats = np.empty((len(grids), (stop - start) * row), np.float64)
+        feats = buffer[:, :(stop - start) * row]
         for lvl, (p, t) in enumerate(zip(partial, tables)):
             i0, i1, w0, w1 = (a[start:stop] for a in t[0])
             f = feats[lvl].reshape(stop - start, row)
             np.multiply(p[i0], w0[:, None].astype(np.float64), out=f)
             f += p[i1] * w1[:, None].astype(np.float64)
         if scale != 1:
-            feats *= scale
-            np.floor(feats, out=feats)
-        out[start * row:stop * row] = fixed_mlp(syn, feats, transposed=True)[0]
+            feats[:levels] *= scale
+            np.floor(feats[:levels], out=feats[:levels])
+        out[start * row:stop * row] = mlp(feats)[0]
     return out
 
 

@@ -112,33 +112,42 @@ def mlp(xp, params, h, requant=None):
         if i < n - 1:
             if requant is not None:
                 h = requant(h)
-            h = h * (h > 0)
+            h = h.clip(0)           # ReLU (numpy and torch)
     return h
 
 
-def fixed_mlp(params, x, transposed: bool = False):
-    """The decoder's :func:`mlp` with ``requant=floor_to(ACT_BITS)``, in place and scaled.
+class FixedMLP:
+    """The decoder's :func:`mlp` with ``requant=floor_to(ACT_BITS)``, transposed and scaled.
 
-    ``x`` holds the inputs times ``2 ** ACT_BITS`` (integers); every hidden layer is computed as
-    ``floor(2 ** ACT_BITS * (x @ W + b))`` directly (the same exact values, fewer passes). With
-    ``transposed``, ``x`` is (features, voxels) and the result (outputs, voxels). Returns the
-    outputs (unscaled)."""
-    up = 2.0 ** ACT_BITS
-    n = len(params) // 2
-    h = x
-    for i in range(n):
-        w, b = params[2 * i], params[2 * i + 1].reshape(-1)
-        if transposed:
-            h = w.T @ h
-            h += (b * up)[:, None]
-        else:
-            h = h @ w
-            h += b * up
-        if i < n - 1:
-            np.floor(h, out=h)
-            np.maximum(h, 0, out=h)
-    h *= 1.0 / up
-    return h
+    Called on ``x`` (inputs + 1, voxels): the inputs times ``2 ** ACT_BITS`` (integers), then a
+    row of ones; returns (outputs, voxels), unscaled. Every hidden layer is computed as
+    ``floor(2 ** ACT_BITS * (x @ W + b))`` directly, the bias folded into the product as a
+    column of the weights (the same exact values in fewer passes), in tiles of ``TILE`` voxels
+    through reused buffers (cache-sized)."""
+
+    TILE = 2048
+
+    def __init__(self, params):
+        up = 2.0 ** ACT_BITS
+        self.weights = [np.ascontiguousarray(np.concatenate([params[i], params[i + 1].reshape(1, -1) * up]).T)
+                        for i in range(0, len(params), 2)]
+        self.buffers = [np.ones((w.shape[0] + 1, self.TILE)) for w in self.weights[:-1]]
+
+    def __call__(self, x):
+        last = self.weights[-1]
+        out = np.empty((last.shape[0], x.shape[1]))
+        for start in range(0, x.shape[1], self.TILE):
+            h = x[:, start:start + self.TILE]
+            k = h.shape[1]
+            for w, buf in zip(self.weights[:-1], self.buffers):
+                pre = buf[:-1, :k]
+                np.matmul(w, h, out=pre)
+                np.floor(pre, out=pre)
+                np.maximum(pre, 0, out=pre)
+                h = buf[:, :k]
+            np.matmul(last, h, out=out[:, start:start + k])
+        out *= 2.0 ** -ACT_BITS
+        return out
 
 
 def floor_to(bits: int):
