@@ -1,6 +1,6 @@
 """Ablations of LatentGridCodec on a crop of real data, with SPERR and HEVC on the same chunks.
 
-    python benchmarks/latent_grid_ablations.py --volume nuclei --out benchmarks/results/latent_grid_ablations_nuclei.json
+    python benchmarks/latent_grid_ablations.py --volume nuclei --out benchmarks/results/rd_latent_grid_ablations_nuclei.json
 
 Each variant is a ``latent_grid:`` spec of the RD harness (``inr_codecs.bench.rd``) written as a
 Zarr v3 array of the crop's chunks and read back: PSNR, achieved ratio, encode and decode MB/s

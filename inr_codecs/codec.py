@@ -197,8 +197,13 @@ class InrCodec(Codec):
         return self.encode_batch([buf])[0].payload
 
     def decode(self, buf, out=None):
+        return ndarray_copy(self.decode_payload(buf), out) if out is not None else self.decode_payload(buf)
+
+    def decode_payload(self, buf) -> np.ndarray:
+        """The chunk a payload holds (:func:`inr_codecs.decode`, plus what this codec's
+        configuration carries for its payloads, e.g. networks shared per array)."""
         from .registry import decode
-        return ndarray_copy(decode(buf), out) if out is not None else decode(buf)
+        return decode(buf)
 
     def encode_batch(self, chunks: Sequence, *, init=None) -> list[Encoded]:
         """Payloads of many chunks whose networks train together, in one batched model.

@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .codec import InrCodec
-from .registry import decode
 from .sources import ArraySource, Source, open_source
 
 SCHEDULERS = ("threads", "processes", "sync")
 WARM_STARTS = (None, "meta")
 META_SAMPLE = 8             # chunks a learned initialisation is fitted to
+SHARED_SAMPLE = 8           # chunks the networks shared per array are fitted to
 
 
 @dataclass
@@ -141,7 +141,7 @@ def _encode_group(layout, source, units, init, verify: bool, torch_threads: int 
         for c in chunks:
             x = np.asarray(data[c], np.float64)
             p = payloads.get(c)
-            y = (np.asarray(decode(p), np.float64)[tuple(slice(0, s) for s in x.shape)] if p is not None
+            y = (np.asarray(layout.codec.decode_payload(p), np.float64)[tuple(slice(0, s) for s in x.shape)] if p is not None
                  else np.full(x.shape, float(layout.fill_value)))
             err = np.abs(x - y)
             stats["sq_err"] += float(np.sum(err ** 2))
@@ -184,7 +184,9 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
         whose codec is an inr-codecs codec (v2 compressor or v3 serializer, sharded or not).
     codec
         ``SIRENCodec(...)`` / ``SCICodec(...)`` (Zarr v2 unless ``zarr_format=3`` or
-        ``shards``) or a serializer (Zarr v3); None to use an existing target's codec.
+        ``shards``) or a serializer (Zarr v3); None to use an existing target's codec. A codec
+        that shares networks per array (``LatentGridCodec(shared=True)``) gets them fitted
+        first (:func:`with_shared_networks`), then the chunks are fitted under them.
     chunks, shards
         chunk shape (default 64 per axis) and shard shape (Zarr v3) of a new array.
     overwrite
@@ -214,6 +216,7 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
     from .zarr_io import Layout, open_target
     src = open_source(source)
     client = _check_args(scheduler, warm_start, batch, workers)
+    codec = with_shared_networks(codec, target, src, chunks, overwrite)
     z = open_target(target, src, codec, chunks=chunks, shards=shards, zarr_format=zarr_format,
                     overwrite=overwrite, fill_value=fill_value)
     layout = Layout.from_array(z)
@@ -319,6 +322,45 @@ def _inputs(src: Source, layout, groups, scheduler):
     if isinstance(src, ArraySource) and scheduler not in ("threads", "sync"):
         return [{u: src.read(layout.unit_region(u)) for u in g} for g in groups]
     return [src] * len(groups)
+
+
+def with_shared_networks(codec, target, src: Source, chunks, overwrite: bool = False):
+    """``codec``, or for one that shares networks per array and has none yet
+    (``LatentGridCodec(shared=True)``): the codec of the array being resumed at ``target`` if it
+    is otherwise the same, else the codec with networks fitted to up to SHARED_SAMPLE full,
+    non-constant chunks spread evenly over the source (the same chunks every run)."""
+    import zarr
+
+    from .zarr3 import InrSerializer, as_codec, serializer_for
+    from .zarr_io import Layout
+    if codec is None or not getattr(as_codec(codec), "shared", False) or as_codec(codec).networks is not None:
+        return codec
+    inr = as_codec(codec)
+    fitted = None
+    if not overwrite and isinstance(target, (str, os.PathLike)) and os.path.exists(target):
+        try:
+            existing = Layout.from_array(zarr.open_array(target, mode="r")).codec
+        except Exception:        # not an inr-codecs array: open_target says what is wrong
+            existing = None
+        if type(existing) is type(inr) and {**existing.get_config(), "networks": None} == inr.get_config():
+            fitted = existing
+    if fitted is None:
+        shape = tuple(int(c) for c in chunks) if chunks else tuple(min(s, 64) for s in src.shape)
+        grid = [s // c for s, c in zip(src.shape, shape)]          # full chunks only: one shape
+        total = math.prod(grid)
+        sample = []
+        for flat in np.unique(np.linspace(0, total - 1, min(total, 4 * SHARED_SAMPLE)).round().astype(int)):
+            index = np.unravel_index(flat, grid)
+            data = src.read(tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, shape)))
+            if data.min() != data.max():
+                sample.append(data)
+            if len(sample) == SHARED_SAMPLE:
+                break
+        if not sample:
+            raise ValueError(f"networks shared per array are fitted to full chunks of {shape} that are not "
+                             "constant; the source has none")
+        fitted = inr.fit_networks(sample)
+    return serializer_for(fitted) if isinstance(codec, InrSerializer) else fitted
 
 
 def _warm_start(layout, src: Source, kind: str) -> list[np.ndarray] | None:

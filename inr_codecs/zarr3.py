@@ -24,7 +24,6 @@ from zarr.registry import register_codec
 from . import registry
 from .codec import InrCodec
 from .payload import PayloadError
-from .registry import decode
 
 
 def _smallest_chunk(chunk_grid) -> tuple[int, ...] | None:
@@ -90,7 +89,7 @@ class InrSerializer(ArrayBytesCodec):
         return chunk_spec.prototype.buffer.from_bytes(out)
 
     def _decode_sync(self, chunk_bytes, chunk_spec):
-        arr = decode(chunk_bytes.as_numpy_array())
+        arr = self.codec.decode_payload(chunk_bytes.as_numpy_array())
         want = _native(chunk_spec.dtype)
         if arr.shape != tuple(chunk_spec.shape) or arr.dtype.kind + str(arr.dtype.itemsize) != (
                 want.kind + str(want.itemsize)):

@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import zarr
 from conftest import DATA, smooth_volume
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -377,3 +378,67 @@ def test_stream_too_short_or_too_long_is_a_payload_error(fitted):
         forged = payload.pack(header, body[:at] + (len(forged_stream) // 4).to_bytes(4, "little") + forged_stream)
         with pytest.raises(PayloadError):
             decode(forged)
+
+
+# --- networks shared per array ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shared(crop):
+    """A codec with networks fitted to two real 16x32x32 chunks, and four chunks written with it."""
+    chunks = [np.ascontiguousarray(crop[:, y:y + 32, x:x + 32]) for y in (0, 32) for x in (0, 32)]
+    codec = fast_lg(32, shared=True, steps=40).fit_networks(chunks[:2])
+    return codec, chunks, [e.payload for e in codec.encode_batch(chunks)]
+
+
+def test_shared_networks_payloads_hold_latents_only(shared):
+    codec, chunks, payloads = shared
+    own = fast_lg(32, steps=40).encode(chunks[0])
+    assert lg_format.describe(own).flags == 0
+    for x, p in zip(chunks, payloads):
+        f = lg_format.describe(p)
+        assert f.flags == lg_format.FLAG_SHARED and f.networks_id == lg_format.Networks.from_config(codec.networks).id
+        assert len(p) <= x.nbytes // 32
+        y = codec.decode(p)
+        assert y.shape == x.shape and y.dtype == x.dtype and psnr(x, y) > psnr(x, np.full_like(x, x.mean())) + 3
+    from numcodecs import get_codec
+    again = get_codec(json.loads(json.dumps(codec.get_config())))
+    assert again == codec and np.array_equal(again.decode(payloads[0]), codec.decode(payloads[0]))
+
+
+def test_shared_payloads_need_their_networks(shared, crop):
+    codec, chunks, payloads = shared
+    with pytest.raises(PayloadError, match="shared by its array"):
+        decode(payloads[0])
+    other = fast_lg(32, shared=True, steps=5).fit_networks(chunks[2:])
+    with pytest.raises(PayloadError, match="other shared networks"):
+        other.decode(payloads[0])
+    with pytest.raises(ValueError, match="fit_networks"):
+        fast_lg(32, shared=True).encode(chunks[0])
+    with pytest.raises(ValueError, match="shared=True"):
+        fast_lg(32, networks=codec.networks)
+    bad = dict(codec.networks, values=codec.networks["values"][:-8])
+    with pytest.raises(ValueError, match="networks"):
+        fast_lg(32, shared=True, networks=bad)
+    with pytest.raises(ValueError, match="levels"):
+        fast_lg(32, shared=True, networks=codec.networks, levels=4)
+
+
+def test_compress_fits_shared_networks_then_a_fresh_process_reads(tmp_path, crop):
+    """compress fits the networks before the chunks; they live in the Zarr metadata (v2 and v3),
+    so a new process decodes the array through the entry points."""
+    import inr_codecs
+    from inr_codecs.zarr3 import serializer_for
+    x = crop[:, :32, :64]
+    for fmt, codec in ((2, fast_lg(16, shared=True, steps=20)), (3, serializer_for(fast_lg(16, shared=True, steps=20)))):
+        path = tmp_path / f"v{fmt}.zarr"
+        inr_codecs.compress(x, str(path), codec, chunks=(16, 32, 32), zarr_format=fmt, progress=False)
+        out = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import hashlib, zarr
+            print(hashlib.sha256(zarr.open_array({str(path)!r}, mode="r")[:].tobytes()).hexdigest())
+        """)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        here = zarr.open_array(str(path), mode="r")
+        assert out.stdout.strip() == hashlib.sha256(here[:].tobytes()).hexdigest()
+        assert psnr(x, here[:]) > psnr(x, np.full_like(x, x.mean())) + 3
+        meta = json.dumps(here.metadata.to_dict())
+        assert '"networks"' in meta and '"shared": true' in meta

@@ -7,9 +7,13 @@ import warnings
 
 import numpy as np
 
-from ...codec import BudgetError, Encoded, InrCodec, header_for, normalise
+from numcodecs.compat import ensure_contiguous_ndarray
+
+from ... import payload
+from ...codec import BudgetError, Encoded, InrCodec, as_chunk, header_for, normalise, value_range
 from ...fit import GridSampler, Networks, fit, sum_of_log_means
 from ...metrics import psnr
+from ...payload import Reader
 from . import entropy
 from . import format as fmt
 from .model import (ACT_BITS, INTERP_BITS, axis_table, check_exact, interpolate_at, level_shapes, mlp, n_context,
@@ -72,6 +76,14 @@ class LatentGridCodec(InrCodec):
         Hidden width of the context MLP; None picks with ``hidden``.
     latent_max : int, default 63
         Latents are integers in [-latent_max, latent_max].
+    shared : bool, default False
+        Networks shared per array: the synthesis and context networks are fitted once on a
+        sample of the array's chunks (:meth:`fit_networks`; :func:`inr_codecs.compress` does it
+        before the chunks) and kept in the codec configuration (``networks``), so that every
+        payload holds latents only. The array's metadata then carries the networks (2.6 kB
+        of JSON for the default sizes in 3-D): count it in the stored bytes.
+    networks : dict or None
+        The fitted shared networks (set by :meth:`fit_networks`; docs/format.md, 5.5).
     context : {"full", "parent", "checkerboard", "level"}, default "full"
         Inputs of the entropy model (for ablations): the parent level and the two-pass
         checkerboard, the parent only, the checkerboard only, or one distribution per level.
@@ -88,7 +100,8 @@ class LatentGridCodec(InrCodec):
     fit_defaults = {"steps": 1500, "lr": 1e-2, "batch_size": 32768}
 
     def __init__(self, ratio=None, *, psnr=None, levels=5, first_level=1, hidden=None, context_width=None,
-                 latent_max=63, context="full", bits=8, encoding="quantised", **fit):
+                 latent_max=63, context="full", shared=False, networks=None, bits=8, encoding="quantised",
+                 **fit):
         if encoding != "quantised":
             raise ValueError("LatentGridCodec stores quantised weights only (encoding='quantised')")
         if ratio is None and psnr is None:
@@ -118,6 +131,16 @@ class LatentGridCodec(InrCodec):
         self.latent_max = int(latent_max)
         self.psnr = None if psnr is None else float(psnr)
         self.context = context
+        if networks is not None and not shared:
+            raise ValueError("networks= are an array's shared networks: they need shared=True")
+        self.shared = bool(shared)
+        self.networks = None
+        if networks is not None:
+            nets = fmt.Networks.from_config(networks)        # ValueError naming what is wrong
+            if nets.levels != self.levels or nets.weight_bits != self.bits:
+                raise ValueError(f"the networks are for {nets.levels} levels and {nets.weight_bits}-bit weights, "
+                                 f"not levels={self.levels}, bits={self.bits}")
+            self.networks = nets.to_config()
 
     # sizes -------------------------------------------------------------------------------
     def _n_params(self, ndim: int, hidden, ctx_width: int) -> int:
@@ -127,6 +150,11 @@ class LatentGridCodec(InrCodec):
         """(synthesis hidden widths, context width) for chunks of ``shape`` and a byte budget."""
         ladder = [(tuple(self.hidden) if self.hidden is not None else h,
                    self.context_width if self.context_width is not None else c) for h, c in LADDER]
+        if self.networks is not None:
+            nets = fmt.Networks.from_config(self.networks)
+            return nets.hidden, nets.ctx_width
+        if self.shared:               # the networks cost the payloads nothing
+            return ladder[0]
         for hidden, ctx in ladder:
             if weight_bytes_estimate(self._n_params(len(shape), hidden, ctx), self.bits) <= WEIGHT_SHARE * budget:
                 return hidden, ctx
@@ -138,6 +166,8 @@ class LatentGridCodec(InrCodec):
         super().check_chunk(shape, dtype)
 
     def min_bytes(self, shape, bits) -> int:
+        if self.shared:
+            return fmt.fixed_bytes(len(shape), len(self.architecture(shape, 0)[0]), shared=True) + MIN_LATENT_BYTES
         hidden, ctx = (tuple(self.hidden) if self.hidden is not None else LADDER[-1][0],
                        self.context_width or LADDER[-1][1])
         return (fmt.fixed_bytes(len(shape), len(hidden)) + MIN_LATENT_BYTES
@@ -151,15 +181,16 @@ class LatentGridCodec(InrCodec):
         if init is not None:
             raise ValueError("LatentGridCodec does not take an initialisation (init)")
         shape = tuple(arrs[0].shape)
-        hidden, ctx_width = self.architecture(shape, budget)
-        model = _Model(shape, self.levels, self.first_level, hidden, ctx_width, self.latent_max, self.bits,
-                       self.seed, self.context)
-        fixed = fmt.fixed_bytes(len(shape), len(hidden))
-        weights = weight_bytes_estimate(model.n_weights, self.bits)
-        latent_bytes = budget - fixed - weights - 8
+        model = self._model(shape, budget)
+        if self.shared:
+            if self.networks is None:
+                raise ValueError("LatentGridCodec(shared=True) needs networks fitted for the array: "
+                                 "inr_codecs.compress fits them first, or use codec.fit_networks(sample_chunks)")
+            model.freeze(fmt.Networks.from_config(self.networks))
+        latent_bytes = budget - self._fixed_bytes(model) - 8
         if latent_bytes < MIN_LATENT_BYTES:
             raise BudgetError(f"ratio {self.ratio:g} leaves {budget} bytes per chunk; the latent-grid networks "
-                              f"alone need about {fixed + weights:.0f}")
+                              f"alone need about {self._fixed_bytes(model):.0f}")
         targets = np.stack([normalise(a, lo, hi) for a, (lo, hi) in zip(arrs, ranges)])
         n = len(arrs)
         # the rate weight is steered to the latents' byte budget (ratio mode) or, with psnr=, to a
@@ -168,7 +199,7 @@ class LatentGridCodec(InrCodec):
         mse = np.full(n, 0.0 if self.psnr is None else _mse_at(self.psnr + PSNR_MARGIN))
         # the rate's scale in the loss: the target; with psnr=, one bit per latent unless the ceiling is lower
         norm = target_bits.copy() if self.psnr is None else np.minimum(target_bits, float(model.offsets[-1]))
-        params = model.init(n)
+        params = model.init(n)[:1] if self.shared else model.init(n)
         fitted = self._fit(model, params, targets, target_bits, norm, mse)
         params, steps, lams = fitted.params, fitted.steps.copy(), model.last_lambda.copy()
         header = header_for(arrs[0], self.method_id)
@@ -213,12 +244,66 @@ class LatentGridCodec(InrCodec):
                           stacklevel=2)
         return [Encoded(o, int(s)) for o, s in zip(out, steps)]
 
+    def _model(self, shape, budget, tied=False) -> "_Model":
+        hidden, ctx_width = self.architecture(shape, budget)
+        if self.networks is not None and fmt.Networks.from_config(self.networks).ndim != len(shape):
+            raise ValueError(f"the shared networks are for {fmt.Networks.from_config(self.networks).ndim}-d chunks, "
+                             f"not {len(shape)}-d")
+        return _Model(shape, self.levels, self.first_level, hidden, ctx_width, self.latent_max, self.bits,
+                      self.seed, self.context, tied)
+
+    def _fixed_bytes(self, model) -> float:
+        """Payload bytes besides the latents' stream: fixed fields and (estimated) weights."""
+        fixed = fmt.fixed_bytes(len(model.shape), len(model.hidden), shared=self.shared)
+        return fixed if self.shared else fixed + weight_bytes_estimate(model.n_weights, self.bits)
+
+    def fit_networks(self, chunks) -> "LatentGridCodec":
+        """This codec with ``networks`` fitted for an array: one synthesis and one context
+        network trained jointly on ``chunks`` (a sample of the array's chunks, one shape) with
+        each chunk's own latents, at the codec's rate target (or ``psnr``) and steps."""
+        if not self.shared:
+            raise ValueError("fit_networks fits shared networks: use LatentGridCodec(..., shared=True)")
+        arrs = [as_chunk(c) for c in chunks]
+        if not arrs or len({(a.shape, a.dtype.str) for a in arrs}) != 1:
+            raise ValueError("fit_networks needs one or more chunks of one shape and dtype")
+        ranges = [value_range(a) for a in arrs]
+        keep = [i for i, (lo, hi) in enumerate(ranges) if lo < hi]
+        if not keep:
+            raise ValueError("fit_networks needs a chunk that is not constant")
+        arrs, ranges = [arrs[i] for i in keep], [ranges[i] for i in keep]
+        shape = tuple(arrs[0].shape)
+        self.check_chunk(shape, arrs[0].dtype)
+        budget = self.budget(shape, arrs[0].dtype)
+        model = self._model(shape, budget, tied=True)
+        latent_bytes = budget - self._fixed_bytes(model) - 8
+        n = len(arrs)
+        targets = np.stack([normalise(a, lo, hi) for a, (lo, hi) in zip(arrs, ranges)])
+        target_bits = np.full(n, 8 * latent_bytes * RATE_MARGIN)
+        mse = np.full(n, 0.0 if self.psnr is None else _mse_at(self.psnr + PSNR_MARGIN))
+        norm = target_bits.copy() if self.psnr is None else np.minimum(target_bits, float(model.offsets[-1]))
+        fitted = self._fit(model, model.init(n), targets, target_bits, norm, mse)
+        qs, exps, _ = model.integers([p[0] for p in fitted.params])
+        nets = fmt.Networks(len(shape), self.levels, model.hidden, model.ctx_width, self.bits, tuple(exps),
+                            tuple(qs))
+        model.check(nets)
+        cfg = self.get_config()
+        cfg.pop("id")
+        return type(self)(**{**cfg, "networks": nets.to_config()})
+
+    def decode_payload(self, buf) -> np.ndarray:
+        if self.networks is None:
+            return super().decode_payload(buf)
+        header, body = payload.unpack(ensure_contiguous_ndarray(buf))
+        if header.method != self.method_id:
+            return super().decode_payload(buf)
+        out = fmt.decode_body(header, Reader(body), networks=fmt.Networks.from_config(self.networks))
+        return np.asarray(out.reshape(header.shape), order=header.order)
+
     def _quality(self, arrs, payloads):
         """Chunk PSNRs (dB) of the payloads as decoded (psnr= mode), or None."""
         if self.psnr is None:
             return None
-        from ...registry import decode
-        return np.array([psnr(a, decode(p).reshape(a.shape)) for a, p in zip(arrs, payloads)])
+        return np.array([psnr(a, self.decode_payload(p).reshape(a.shape)) for a, p in zip(arrs, payloads)])
 
     def _fit(self, model, params, targets, target_bits, norm, mse, lam=None, **changes):
         options = self.fit_options(**changes)
@@ -233,7 +318,7 @@ class LatentGridCodec(InrCodec):
         so the ceiling always holds whenever the networks fit."""
         level = 0
         while len(data) > budget:
-            if level > model.levels:
+            if level > model.levels or (level == model.levels and model.frozen is not None):
                 raise BudgetError(f"latent-grid payload of {len(data)} bytes exceeds the budget of {budget} "
                                   "with every latent zero; use a lower ratio or larger chunks")
             params = [p.copy() for p in params]
@@ -249,7 +334,7 @@ class LatentGridCodec(InrCodec):
 class _Model:
     """The trainable model of one chunk shape, batched over chunks, and its packing."""
 
-    def __init__(self, shape, levels, first, hidden, ctx_width, latent_max, bits, seed, context="full"):
+    def __init__(self, shape, levels, first, hidden, ctx_width, latent_max, bits, seed, context="full", tied=False):
         self.shape, self.levels, self.first = tuple(shape), levels, first
         self.hidden, self.ctx_width, self.latent_max, self.bits = tuple(hidden), ctx_width, latent_max, bits
         self.seed = seed
@@ -261,6 +346,8 @@ class _Model:
         self.q_max = fmt.weight_radius(bits)
         self.last_lambda = None
         self.noisy = None
+        self.tied = tied          # one set of networks for the batch (fit_networks): network 0's, used by all
+        self.frozen = None        # shared networks given (fmt.Networks): only latents train
         d, inputs = len(self.shape), CONTEXTS[context]
         self.ctx_mask = np.ones((n_context(d, levels), 1), np.float32)   # rows of the context MLP's W0
         if "parent" not in inputs:
@@ -297,6 +384,9 @@ class _Model:
                               for k, t in enumerate(axis_table(n, m, self.first + i)))
                         for n, m in zip(self.shape, s)] for i, s in enumerate(self.shapes)]
         self.strides = [math.prod(self.shape[a + 1:]) for a in range(len(self.shape))]
+        if self.frozen is not None:
+            self.frozen_torch = [torch.as_tensor(w[None], dtype=torch.float32, device=device)
+                                 for w in self._trained(self.frozen.weights())]
         self.target = torch.as_tensor(np.asarray(target_bits, np.float64), device=device)
         self.dual = dual
         self.norm = torch.as_tensor(np.asarray(target_bits if norm is None else norm, np.float32), device=device)
@@ -341,13 +431,41 @@ class _Model:
     def quantise(self, torch, params, qat: bool):
         lat = (params[0] * LATENT_GAIN).clamp(-self.latent_max, self.latent_max)
         rounded = lat + (torch.round(lat) - lat).detach()
+        if self.frozen is not None:
+            nets = self.frozen_torch
+        else:
+            nets = [p[:1] for p in params[1:]] if self.tied else list(params[1:])
+            if qat:
+                nets = [self._fake_quantise(torch, w) for w in nets]
         if qat:
             self.noisy = None
-            return [rounded] + [self._fake_quantise(torch, w) for w in params[1:]]
+            return [rounded] + nets
         # float phase: the rate sees additive uniform noise (smooth), the synthesis the rounded
         # latents with straight-through gradients (what it will decode)
         self.noisy = lat + torch.rand(lat.shape, generator=self.gen).to(lat.device) - 0.5
-        return [rounded] + list(params[1:])
+        return [rounded] + nets
+
+    def freeze(self, nets) -> None:
+        """Train latents only, under the shared networks ``nets`` (fmt.Networks)."""
+        self.check(nets)
+        self.frozen = nets
+
+    def check(self, nets) -> None:
+        """Raise ValueError unless ``nets`` fit this model and decode exactly."""
+        if (nets.ndim, nets.levels, nets.hidden, nets.ctx_width) != (len(self.shape), self.levels, self.hidden,
+                                                                     self.ctx_width):
+            raise ValueError("the shared networks' architecture differs from this chunk shape's model")
+        weights = nets.weights()
+        check_exact(weights[self.n_syn:], list(nets.exps[self.n_syn:]), self.latent_max, 0)
+        check_exact(weights[:self.n_syn], list(nets.exps[:self.n_syn]), self.latent_max, ACT_BITS)
+
+    def _trained(self, weights):
+        """Stored network values in the training parametrisation (inverse of :meth:`context`)."""
+        out = [np.asarray(w, np.float64) for w in weights]
+        gain = np.asarray(CONTEXT_GAIN)
+        out[-2] = out[-2] / gain
+        out[-1] = (out[-1] - np.asarray([0.0, LOG2_B_START])) / gain
+        return out
 
     def _fake_quantise(self, torch, w):
         e = _exponents(torch, w.detach(), self.q_max)
@@ -418,6 +536,12 @@ class _Model:
         params[-1].reshape(-1)[1] = (entropy.LOG2_B_MIN - LOG2_B_START) / CONTEXT_GAIN[1]
 
     def pack(self, header, lo, hi, params) -> bytes:
+        if self.frozen is not None:           # latents only; the networks are the array's
+            nets = self.frozen
+            grids = self.integers(list(params[:1]) + self._trained(nets.weights()))[2]
+            fields = fmt.Body(lo, hi, self.first, self.levels, self.latent_max, self.bits, self.hidden,
+                              self.ctx_width, fmt.FLAG_SHARED, nets.id)
+            return fmt.pack(header, fields, list(nets.values), list(nets.exps), None, grids)
         qs, exps, grids = self.integers(params)
         weights = [q * 2.0 ** -e for q, e in zip(qs, exps)]
         check_exact(weights[self.n_syn:], exps[self.n_syn:], self.latent_max, 0)
@@ -479,8 +603,9 @@ def _context_mlp(torch, ctx, grid, parent, level: int):
     cols.append(odd.expand(grid.shape)[..., None])
     feats = torch.cat(cols, -1).reshape(b, -1, 4 * d + 2 - (0 if parent is not None else n_parent))
     weights = w0[:, :4 * d + 2] if parent is not None else w0[:, n_parent:4 * d + 2]
-    h = torch.baddbmm(b0 + w0[:, 4 * d + 2 + level][:, None], feats, weights).clamp(min=0)
-    return torch.baddbmm(b1, h, w1)
+    # (shared networks have a batch axis of 1: expanded, not copied)
+    h = torch.baddbmm(b0 + w0[:, 4 * d + 2 + level][:, None], feats, weights.expand(b, -1, -1)).clamp(min=0)
+    return torch.baddbmm(b1, h, w1.expand(b, -1, -1))
 
 
 def _laplace_bits(torch, v, mu, log2_b):

@@ -10,11 +10,13 @@ Body layout, little-endian::
     n_hidden     u8        hidden layers of the synthesis MLP (0..MAX_HIDDEN)
     hidden       n_hidden x u8   their widths (1..255)
     ctx_width    u8        hidden width of the context MLP (1..255)
-    flags        u8        0 (other values are reserved)
-    tensor side  n_tensors x (i8 exponent e, u8 scale index s): tensor values are integers
-                 times 2**-e, coded with the Laplace table (frac 0, scale s) around 0
+    flags        u8        0, or FLAG_SHARED: the networks are the array's (codec configuration)
+    networks_id  u32       with FLAG_SHARED only: :func:`networks_id` of those networks
+    tensor side  without FLAG_SHARED: n_tensors x (i8 exponent e, u8 scale index s): tensor values
+                 are integers times 2**-e, coded with the Laplace table (frac 0, scale s) around 0
     n_words      u32
-    words        n_words x u32: one ANS stream (``entropy``): every tensor, then the latents
+    words        n_words x u32: one ANS stream (``entropy``): every tensor (without
+                 FLAG_SHARED), then the latents
 
 Tensors, in order: the synthesis layers ``W (fan_in, fan_out), b (fan_out)`` from L inputs through
 the hidden widths to 1 output, then the context MLP ``W0 (C, ctx_width), b0, W1 (ctx_width, 2), b1``
@@ -26,6 +28,9 @@ tables, and the decoded values, are the same on every machine.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import math
 import struct
 from typing import NamedTuple
@@ -46,6 +51,8 @@ MAX_HIDDEN = 3
 MAX_NDIM = 4                             # interpolation stays exact in binary64 up to 4 axes
 FIXED = struct.Struct("<BBBBB")          # first, levels, latent_max, weight_bits, n_hidden
 DECODE_VOXELS = 1 << 13                  # voxels per synthesis tile (fits the caches)
+FLAG_SHARED = 1                          # networks in the codec configuration, not the payload
+NETWORKS_VERSION = 1
 
 
 class Body(NamedTuple):
@@ -60,6 +67,64 @@ class Body(NamedTuple):
     hidden: tuple[int, ...]
     ctx_width: int
     flags: int = 0
+    networks_id: int = 0
+
+
+class Networks(NamedTuple):
+    """Networks shared by the chunks of an array (``LatentGridCodec(networks=...)``): the
+    architecture, every tensor as integers (storage order) and its power-of-two exponent."""
+
+    ndim: int
+    levels: int
+    hidden: tuple[int, ...]
+    ctx_width: int
+    weight_bits: int
+    exps: tuple[int, ...]
+    values: tuple[np.ndarray, ...]
+
+    def weights(self) -> list[np.ndarray]:
+        return [q.astype(np.float64) * 2.0 ** -int(e) for q, e in zip(self.values, self.exps)]
+
+    def to_config(self) -> dict:
+        """JSON-serialisable form kept in the codec configuration (docs/format.md, 5.5)."""
+        flat = np.concatenate([q.reshape(-1) for q in self.values]).astype("<i2")
+        return {"version": NETWORKS_VERSION, "ndim": self.ndim, "levels": self.levels, "hidden": list(self.hidden),
+                "context_width": self.ctx_width, "weight_bits": self.weight_bits, "exponents": list(self.exps),
+                "values": base64.b64encode(flat.tobytes()).decode("ascii")}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Networks":
+        """Parse and check networks from a codec configuration (ValueError naming what is wrong)."""
+        try:
+            if cfg["version"] != NETWORKS_VERSION:
+                raise ValueError(f"networks version {cfg['version']} is not {NETWORKS_VERSION}")
+            ndim, levels, ctx, bits = (int(cfg[k]) for k in ("ndim", "levels", "context_width", "weight_bits"))
+            hidden = tuple(int(h) for h in cfg["hidden"])
+            exps = tuple(int(e) for e in cfg["exponents"])
+            flat = np.frombuffer(base64.b64decode(cfg["values"], validate=True), "<i2").astype(np.int64)
+        except (KeyError, TypeError, ValueError, binascii.Error) as e:
+            raise ValueError(f"bad latent-grid networks in the codec configuration: {e}") from None
+        if not (1 <= ndim <= MAX_NDIM and 1 <= levels <= MAX_LEVELS and len(hidden) <= MAX_HIDDEN
+                and all(1 <= h <= 255 for h in hidden) and 1 <= ctx <= 255 and 2 <= bits <= 16):
+            raise ValueError(f"bad latent-grid networks architecture: {ndim}-d, {levels} levels, hidden {hidden}, "
+                             f"context width {ctx}, {bits} bits")
+        shapes = tensor_shapes(ndim, levels, hidden, ctx)
+        sizes = [math.prod(t) for t in shapes]
+        q = weight_radius(bits)
+        if len(exps) != len(shapes) or len(flat) != sum(sizes) or np.abs(flat).max(initial=0) > q \
+                or not all(-128 <= e <= 127 for e in exps):
+            raise ValueError("bad latent-grid networks: exponents or values do not match the architecture")
+        values = tuple(v.reshape(t) for v, t in zip(np.split(flat, np.cumsum(sizes)[:-1]), shapes))
+        return cls(ndim, levels, hidden, ctx, bits, exps, values)
+
+    @property
+    def id(self) -> int:
+        """The u32 a payload carries to name these networks: the first 4 bytes (little-endian)
+        of the SHA-256 of their canonical bytes."""
+        head = struct.pack("<BBB", self.ndim, self.levels, len(self.hidden)) + bytes(self.hidden) + struct.pack(
+            "<BB", self.ctx_width, self.weight_bits) + np.asarray(self.exps, np.int8).tobytes()
+        flat = np.concatenate([q.reshape(-1) for q in self.values]).astype("<i2")
+        return struct.unpack("<I", hashlib.sha256(head + flat.tobytes()).digest()[:4])[0]
 
 
 def tensor_shapes(ndim: int, levels: int, hidden, ctx_width: int) -> list[tuple[int, ...]]:
@@ -77,10 +142,11 @@ def n_synthesis(hidden) -> int:
     return 2 * (len(hidden) + 1)
 
 
-def fixed_bytes(ndim: int, n_hidden: int) -> int:
-    """Payload bytes outside the entropy stream (frame, fixed fields, tensor side info, n_words)."""
+def fixed_bytes(ndim: int, n_hidden: int, shared: bool = False) -> int:
+    """Payload bytes outside the entropy stream (frame, fixed fields, tensor side info or the
+    shared networks' id, n_words)."""
     n_tensors = 2 * (n_hidden + 1) + 4
-    return payload.frame_overhead(ndim) + 16 + FIXED.size + n_hidden + 2 + 2 * n_tensors + 4
+    return payload.frame_overhead(ndim) + 16 + FIXED.size + n_hidden + 2 + (4 if shared else 2 * n_tensors) + 4
 
 
 def weight_radius(bits: int) -> int:
@@ -91,8 +157,9 @@ def latent_radius(latent_max: int) -> int:
     return 2 * latent_max + 1
 
 
-def read_body_fixed(r: Reader, ndim: int) -> tuple[Body, np.ndarray, np.ndarray]:
-    """Parse and check the fixed fields and tensor side information of a body."""
+def read_body_fixed(r: Reader, ndim: int) -> tuple[Body, np.ndarray | None, np.ndarray | None]:
+    """Parse and check the fixed fields and tensor side information of a body (None, None
+    for shared networks)."""
     lo, hi = read_range(r)
     first, levels, latent_max, bits, n_hidden = r.take(FIXED.format[1:])
     if not (1 <= levels <= MAX_LEVELS and first + levels <= MAX_FIRST + 1 and 1 <= latent_max <= 127
@@ -103,8 +170,10 @@ def read_body_fixed(r: Reader, ndim: int) -> tuple[Body, np.ndarray, np.ndarray]
     ctx_width, flags = r.take("BB")
     if 0 in hidden or ctx_width == 0:
         raise PayloadError(f"bad latent-grid network widths {hidden}, {ctx_width}")
-    if flags != 0:
-        raise PayloadError(f"latent-grid flags {flags} are not readable by this inr-codecs (shared networks?)")
+    if flags & ~FLAG_SHARED:
+        raise PayloadError(f"latent-grid flags {flags} are not readable by this inr-codecs")
+    if flags & FLAG_SHARED:
+        return Body(lo, hi, first, levels, latent_max, bits, hidden, ctx_width, flags, r.take("I")), None, None
     body = Body(lo, hi, first, levels, latent_max, bits, hidden, ctx_width, flags)
     n_tensors = len(tensor_shapes(ndim, levels, hidden, ctx_width))
     side = r.array("u1", 2 * n_tensors).reshape(-1, 2)
@@ -227,7 +296,9 @@ def synthesise(fields: Body, shape, grids: list[np.ndarray], syn: list[np.ndarra
     return out
 
 
-def decode_body(header: Header, r: Reader) -> np.ndarray:
+def decode_body(header: Header, r: Reader, networks: Networks | None = None) -> np.ndarray:
+    """The chunk's values; ``networks``: the array's shared networks (needed by, and only by,
+    payloads with FLAG_SHARED)."""
     ndim = len(header.shape)
     if ndim > MAX_NDIM:
         raise PayloadError(f"latent-grid payloads have at most {MAX_NDIM} axes, not {ndim}")
@@ -237,12 +308,15 @@ def decode_body(header: Header, r: Reader) -> np.ndarray:
     words = r.array("<u4", n_words)
     r.done()
     dec = entropy.Decoder(words)
-    radius = weight_radius(fields.weight_bits)
-    weights = []
-    for shp, e, s in zip(shapes, exps, scales):
-        n = math.prod(shp)
-        q = dec.read(np.zeros(n, np.int64), np.zeros(n, np.int64), np.full(n, s), radius)
-        weights.append((q.astype(np.float64) * 2.0 ** -int(e)).reshape(shp))
+    if fields.flags & FLAG_SHARED:
+        weights, exps = _shared_weights(fields, ndim, networks)
+    else:
+        radius = weight_radius(fields.weight_bits)
+        weights = []
+        for shp, e, s in zip(shapes, exps, scales):
+            n = math.prod(shp)
+            q = dec.read(np.zeros(n, np.int64), np.zeros(n, np.int64), np.full(n, s), radius)
+            weights.append((q.astype(np.float64) * 2.0 ** -int(e)).reshape(shp))
     k = n_synthesis(fields.hidden)
     syn, ctx = weights[:k], weights[k:]
     try:
@@ -258,13 +332,29 @@ def decode_body(header: Header, r: Reader) -> np.ndarray:
     return denormalise(y, fields.lo, fields.hi, header.dtype)
 
 
-def pack(header: Header, fields: Body, weights: list[np.ndarray], exps: list[int], scales: list[int],
+def _shared_weights(fields: Body, ndim: int, networks: Networks | None):
+    """The networks a FLAG_SHARED payload names, checked against it."""
+    if networks is None:
+        raise PayloadError("this latent-grid chunk uses networks shared by its array (kept in the codec "
+                           "configuration): decode it through the array's codec (a Zarr read does)")
+    if networks.id != fields.networks_id:
+        raise PayloadError(f"this latent-grid chunk was written with other shared networks (id "
+                           f"{fields.networks_id:08x}) than the codec's ({networks.id:08x})")
+    if (networks.ndim, networks.levels, networks.hidden, networks.ctx_width, networks.weight_bits) != (
+            ndim, fields.levels, fields.hidden, fields.ctx_width, fields.weight_bits):
+        raise PayloadError("the shared networks' architecture differs from the payload's")
+    return networks.weights(), list(networks.exps)
+
+
+def pack(header: Header, fields: Body, weights: list[np.ndarray], exps: list[int], scales: list[int] | None,
          latents: list[np.ndarray]) -> bytes:
     """A complete payload: ``weights`` as integers (times 2**-exps), ``latents`` (finest first,
-    integer arrays of the level shapes)."""
+    integer arrays of the level shapes). With FLAG_SHARED in ``fields`` the weights are the
+    shared networks' (not stored; ``scales`` unused)."""
     enc = entropy.Encoder()
     radius = weight_radius(fields.weight_bits)
-    for q, s in zip(weights, scales):
+    shared = bool(fields.flags & FLAG_SHARED)
+    for q, s in zip([] if shared else weights, scales or []):
         q = np.asarray(q, np.int64).reshape(-1)
         enc.add(q, np.zeros_like(q), np.zeros_like(q), np.full(q.shape, s), radius)
     k = n_synthesis(fields.hidden)
@@ -277,7 +367,8 @@ def pack(header: Header, fields: Body, weights: list[np.ndarray], exps: list[int
 
     code_latents(fields, header.shape, ctx, code)
     words = enc.finish()
-    side = b"".join(struct.pack("<bB", int(e), int(s)) for e, s in zip(exps, scales))
+    side = (struct.pack("<I", fields.networks_id) if shared
+            else b"".join(struct.pack("<bB", int(e), int(s)) for e, s in zip(exps, scales)))
     body = (pack_range(fields.lo, fields.hi)
             + FIXED.pack(fields.first, fields.levels, fields.latent_max, fields.weight_bits, len(fields.hidden))
             + bytes(fields.hidden) + struct.pack("<BB", fields.ctx_width, fields.flags)
