@@ -324,6 +324,12 @@ def _inputs(src: Source, layout, groups, scheduler):
     return [src] * len(groups)
 
 
+def _spread(total: int, n: int) -> np.ndarray:
+    """Flat indices of up to 4 n of ``total`` chunks, evenly spread (the same every run): the
+    candidates for a sample of n non-constant chunks."""
+    return np.unique(np.linspace(0, total - 1, min(total, 4 * n)).round().astype(int))
+
+
 def with_shared_networks(codec, target, src: Source, chunks, overwrite: bool = False):
     """``codec``, or for one that shares networks per array and has none yet
     (``LatentGridCodec(shared=True)``): the codec of the array being resumed at ``target`` if it
@@ -349,7 +355,7 @@ def with_shared_networks(codec, target, src: Source, chunks, overwrite: bool = F
         grid = [s // c for s, c in zip(src.shape, shape)]          # full chunks only: one shape
         total = math.prod(grid)
         sample = []
-        for flat in np.unique(np.linspace(0, total - 1, min(total, 4 * SHARED_SAMPLE)).round().astype(int)):
+        for flat in _spread(total, SHARED_SAMPLE):
             index = np.unravel_index(flat, grid)
             data = src.read(tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, shape)))
             if data.min() != data.max():
@@ -371,9 +377,8 @@ def _warm_start(layout, src: Source, kind: str) -> list[np.ndarray] | None:
                          f"{type(layout.codec).__name__}")
     grid = [math.ceil(s / c) for s, c in zip(layout.shape, layout.chunks)]
     total = int(np.prod(grid))
-    picks = np.unique(np.linspace(0, total - 1, min(total, 4 * META_SAMPLE)).round().astype(int))
     sample = []
-    for flat in picks:
+    for flat in _spread(total, META_SAMPLE):
         data = src.read(layout.chunk_region(np.unravel_index(flat, grid)))
         padded = layout.pad(data)
         if not layout.is_empty(data) and padded.min() != padded.max():

@@ -191,14 +191,8 @@ class LatentGridCodec(InrCodec):
         if latent_bytes < MIN_LATENT_BYTES:
             raise BudgetError(f"ratio {self.ratio:g} leaves {budget} bytes per chunk; the latent-grid networks "
                               f"alone need about {self._fixed_bytes(model):.0f}")
-        targets = np.stack([normalise(a, lo, hi) for a, (lo, hi) in zip(arrs, ranges)])
         n = len(arrs)
-        # the rate weight is steered to the latents' byte budget (ratio mode) or, with psnr=, to a
-        # mean squared error on the normalised range [-1, 1] (peak 2) with the budget as a bound
-        target_bits = np.full(n, 8 * latent_bytes * RATE_MARGIN)
-        mse = np.full(n, 0.0 if self.psnr is None else _mse_at(self.psnr + PSNR_MARGIN))
-        # the rate's scale in the loss: the target; with psnr=, one bit per latent unless the ceiling is lower
-        norm = target_bits.copy() if self.psnr is None else np.minimum(target_bits, float(model.offsets[-1]))
+        targets, target_bits, norm, mse = self._targets(model, arrs, ranges, latent_bytes)
         params = model.init(n)[:1] if self.shared else model.init(n)
         fitted = self._fit(model, params, targets, target_bits, norm, mse)
         params, steps, lams = fitted.params, fitted.steps.copy(), model.last_lambda.copy()
@@ -252,6 +246,18 @@ class LatentGridCodec(InrCodec):
         return _Model(shape, self.levels, self.first_level, hidden, ctx_width, self.latent_max, self.bits,
                       self.seed, self.context, tied)
 
+    def _targets(self, model, arrs, ranges, latent_bytes):
+        """(normalised chunks, rate targets (bits), the rate's scale in the loss, MSE targets).
+        The rate weight is steered to the latents' byte budget (ratio mode) or, with psnr=, to a
+        mean squared error on the normalised range [-1, 1] (peak 2), the budget as a bound; the
+        rate's scale is the target, or with psnr= one bit per latent unless the ceiling is lower."""
+        n = len(arrs)
+        targets = np.stack([normalise(a, lo, hi) for a, (lo, hi) in zip(arrs, ranges)])
+        target_bits = np.full(n, 8 * latent_bytes * RATE_MARGIN)
+        mse = np.full(n, 0.0 if self.psnr is None else _mse_at(self.psnr + PSNR_MARGIN))
+        norm = target_bits.copy() if self.psnr is None else np.minimum(target_bits, float(model.offsets[-1]))
+        return targets, target_bits, norm, mse
+
     def _fixed_bytes(self, model) -> float:
         """Payload bytes besides the latents' stream: fixed fields and (estimated) weights."""
         fixed = fmt.fixed_bytes(len(model.shape), len(model.hidden), shared=self.shared)
@@ -276,12 +282,8 @@ class LatentGridCodec(InrCodec):
         budget = self.budget(shape, arrs[0].dtype)
         model = self._model(shape, budget, tied=True)
         latent_bytes = budget - self._fixed_bytes(model) - 8
-        n = len(arrs)
-        targets = np.stack([normalise(a, lo, hi) for a, (lo, hi) in zip(arrs, ranges)])
-        target_bits = np.full(n, 8 * latent_bytes * RATE_MARGIN)
-        mse = np.full(n, 0.0 if self.psnr is None else _mse_at(self.psnr + PSNR_MARGIN))
-        norm = target_bits.copy() if self.psnr is None else np.minimum(target_bits, float(model.offsets[-1]))
-        fitted = self._fit(model, model.init(n), targets, target_bits, norm, mse)
+        targets, target_bits, norm, mse = self._targets(model, arrs, ranges, latent_bytes)
+        fitted = self._fit(model, model.init(len(arrs)), targets, target_bits, norm, mse)
         qs, exps, _ = model.integers([p[0] for p in fitted.params])
         nets = fmt.Networks(len(shape), self.levels, model.hidden, model.ctx_width, self.bits, tuple(exps),
                             tuple(qs))
@@ -512,10 +514,14 @@ class _Model:
         return torch.exp(self.log_lam[rows]).float() * bits / self.norm[rows]
 
     # numpy -----------------------------------------------------------------------------
+    def grids(self, latents):
+        """The integer latent grids (finest first) of one network's trained latents."""
+        lat = np.clip(np.rint(latents[0] * LATENT_GAIN), -self.latent_max, self.latent_max).astype(np.int64)
+        return [lat[a:b].reshape(s) for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)]
+
     def integers(self, params):
         """(weights as integers, their exponents, latents as integer grids) of one network."""
-        lat = np.clip(np.rint(params[0][0] * LATENT_GAIN), -self.latent_max, self.latent_max).astype(np.int64)
-        grids = [lat[a:b].reshape(s) for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)]
+        grids = self.grids(params[0])
         qs, exps = [], []
         for w, shp in zip(list(params[1:1 + self.n_syn]) + self.context(params), self.tensor_shapes):
             w = np.asarray(w, np.float64).reshape(shp)
@@ -538,7 +544,7 @@ class _Model:
     def pack(self, header, lo, hi, params) -> bytes:
         if self.frozen is not None:           # latents only; the networks are the array's
             nets = self.frozen
-            grids = self.integers(list(params[:1]) + self._trained(nets.weights()))[2]
+            grids = self.grids(params[0])
             fields = fmt.Body(lo, hi, self.first, self.levels, self.latent_max, self.bits, self.hidden,
                               self.ctx_width, fmt.FLAG_SHARED, nets.id)
             return fmt.pack(header, fields, list(nets.values), list(nets.exps), None, grids)
