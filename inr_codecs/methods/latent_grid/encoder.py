@@ -16,8 +16,8 @@ from ...metrics import psnr
 from ...payload import Reader
 from . import entropy
 from . import format as fmt
-from .model import (ACT_BITS, INTERP_BITS, axis_table, check_exact, interpolate_at, level_shapes, mlp, n_context,
-                    parity)
+from .model import (INTERP_BITS, axis_table, conv_stage, interpolate_at, level_shapes, mlp, n_context, parity,
+                    prefilter, upsample)
 
 #: Network sizes the codec picks from, largest first: (synthesis hidden widths, context width).
 LADDER = (((16, 16), 16), ((16, 16), 8), ((16,), 8), ((8,), 8), ((8,), 4), ((4,), 4))
@@ -32,7 +32,11 @@ REPAIR_BOOST = 3          # a refit's rate weight starts at lambda * (over-budge
 CONTEXT_GAIN = (4.0, 8.0)  # training scale of the context MLP's outputs (mu, log2 b)
 LOG2_B_START = -2.0       # initial log2 scale: latents start at zero
 REPAIR_ROUNDS = 2          # refits of over-budget (or, with psnr=, short) chunks with a tighter target
+MAX_EXPONENT = 20          # stored weights are multiples of 2**-20 or coarser
 PSNR_MARGIN = 0.1          # psnr= mode: the fit aims this many dB above the target
+CONV_FRACTION = 0.2        # conv_stage=True: the last fifth of the steps train on whole chunks, with the stage
+CONV_LR = 0.2              # ... from this share of the learning rate
+UPSAMPLINGS = ("linear", "learned")
 #: Entropy-model inputs by ``context=`` (ablations; the format is the same, unused inputs get zero weights).
 CONTEXTS = {"full": ("parent", "neighbours"), "parent": ("parent",), "checkerboard": ("neighbours",),
             "level": ()}
@@ -87,6 +91,15 @@ class LatentGridCodec(InrCodec):
     context : {"full", "parent", "checkerboard", "level"}, default "full"
         Inputs of the entropy model (for ablations): the parent level and the two-pass
         checkerboard, the parent only, the checkerboard only, or one distribution per level.
+    upsampling : {"linear", "learned"}, default "linear"
+        "learned": a symmetric 5-tap filter per level, fitted and stored with the networks, is
+        applied separably to each latent grid before the linear interpolation (Cool-chic's
+        learned separable upsampling; 3 weights per level).
+    conv_stage : bool, default False
+        A residual convolution stage after the synthesis MLP: two 3x3x3 (3**d) convolutions,
+        1 -> 4 -> 1 channels with ReLU, added to its output (221 weights in 3-D), for edge-heavy
+        data. Its training needs whole-chunk passes: the last ``CONV_FRACTION`` of the steps
+        evaluate every voxel (slower fitting), and decoding slows down too (see docs).
     bits : int, default 8
         Bit depth of the stored network weights (integers times a power of two).
     **fit
@@ -100,8 +113,8 @@ class LatentGridCodec(InrCodec):
     fit_defaults = {"steps": 1500, "lr": 1e-2, "batch_size": 32768}
 
     def __init__(self, ratio=None, *, psnr=None, levels=5, first_level=1, hidden=None, context_width=None,
-                 latent_max=63, context="full", shared=False, networks=None, bits=8, encoding="quantised",
-                 **fit):
+                 latent_max=63, context="full", upsampling="linear", conv_stage=False, shared=False, networks=None,
+                 bits=8, encoding="quantised", **fit):
         if encoding != "quantised":
             raise ValueError("LatentGridCodec stores quantised weights only (encoding='quantised')")
         if ratio is None and psnr is None:
@@ -112,6 +125,10 @@ class LatentGridCodec(InrCodec):
             raise ValueError(f"psnr must be a positive number of dB, not {psnr!r}")
         if context not in CONTEXTS:
             raise ValueError(f"context must be one of {list(CONTEXTS)}, not {context!r}")
+        if upsampling not in UPSAMPLINGS:
+            raise ValueError(f"upsampling must be one of {list(UPSAMPLINGS)}, not {upsampling!r}")
+        if not isinstance(conv_stage, (bool, np.bool_)):
+            raise ValueError(f"conv_stage must be True or False, not {conv_stage!r}")
         if not 1 <= int(levels) <= fmt.MAX_LEVELS:
             raise ValueError(f"levels must be in 1..{fmt.MAX_LEVELS}, not {levels}")
         if not 0 <= int(first_level) <= fmt.MAX_FIRST + 1 - int(levels):
@@ -131,20 +148,28 @@ class LatentGridCodec(InrCodec):
         self.latent_max = int(latent_max)
         self.psnr = None if psnr is None else float(psnr)
         self.context = context
+        self.upsampling, self.conv_stage = upsampling, bool(conv_stage)
         if networks is not None and not shared:
             raise ValueError("networks= are an array's shared networks: they need shared=True")
         self.shared = bool(shared)
         self.networks = None
         if networks is not None:
             nets = fmt.Networks.from_config(networks)        # ValueError naming what is wrong
-            if nets.levels != self.levels or nets.weight_bits != self.bits:
-                raise ValueError(f"the networks are for {nets.levels} levels and {nets.weight_bits}-bit weights, "
-                                 f"not levels={self.levels}, bits={self.bits}")
+            if nets.levels != self.levels or nets.weight_bits != self.bits or nets.flags != self.flags:
+                raise ValueError(f"the networks are for {nets.levels} levels, {nets.weight_bits}-bit weights and "
+                                 f"options {_options(nets.flags)}, not levels={self.levels}, bits={self.bits}, "
+                                 f"{_options(self.flags)}")
             self.networks = nets.to_config()
+
+    @property
+    def flags(self) -> int:
+        """The payload flags of the network options (format ARCH_FLAGS bits)."""
+        return ((fmt.FLAG_UPSAMPLE if self.upsampling == "learned" else 0)
+                | (fmt.FLAG_CONV if self.conv_stage else 0))
 
     # sizes -------------------------------------------------------------------------------
     def _n_params(self, ndim: int, hidden, ctx_width: int) -> int:
-        return sum(math.prod(s) for s in fmt.tensor_shapes(ndim, self.levels, hidden, ctx_width))
+        return sum(math.prod(s) for s in fmt.tensor_shapes(ndim, self.levels, hidden, ctx_width, self.flags))
 
     def architecture(self, shape, budget: int) -> tuple[tuple[int, ...], int]:
         """(synthesis hidden widths, context width) for chunks of ``shape`` and a byte budget."""
@@ -167,10 +192,11 @@ class LatentGridCodec(InrCodec):
 
     def min_bytes(self, shape, bits) -> int:
         if self.shared:
-            return fmt.fixed_bytes(len(shape), len(self.architecture(shape, 0)[0]), shared=True) + MIN_LATENT_BYTES
+            return (fmt.fixed_bytes(len(shape), len(self.architecture(shape, 0)[0]), shared=True, flags=self.flags)
+                    + MIN_LATENT_BYTES)
         hidden, ctx = (tuple(self.hidden) if self.hidden is not None else LADDER[-1][0],
                        self.context_width or LADDER[-1][1])
-        return (fmt.fixed_bytes(len(shape), len(hidden)) + MIN_LATENT_BYTES
+        return (fmt.fixed_bytes(len(shape), len(hidden), flags=self.flags) + MIN_LATENT_BYTES
                 + math.ceil(weight_bytes_estimate(self._n_params(len(shape), hidden, ctx), bits)))
 
     def smallest_network(self, bits) -> str:
@@ -194,7 +220,7 @@ class LatentGridCodec(InrCodec):
         n = len(arrs)
         targets, target_bits, norm, mse = self._targets(model, arrs, ranges, latent_bytes)
         params = model.init(n)[:1] if self.shared else model.init(n)
-        fitted = self._fit(model, params, targets, target_bits, norm, mse)
+        fitted = self._fit_all(model, params, targets, target_bits, norm, mse)
         params, steps, lams = fitted.params, fitted.steps.copy(), model.last_lambda.copy()
         header = header_for(arrs[0], self.method_id)
         out = [model.pack(header, lo, hi, [p[i] for p in params]) for i, (lo, hi) in enumerate(ranges)]
@@ -244,7 +270,7 @@ class LatentGridCodec(InrCodec):
             raise ValueError(f"the shared networks are for {fmt.Networks.from_config(self.networks).ndim}-d chunks, "
                              f"not {len(shape)}-d")
         return _Model(shape, self.levels, self.first_level, hidden, ctx_width, self.latent_max, self.bits,
-                      self.seed, self.context, tied)
+                      self.seed, self.context, tied, self.flags)
 
     def _targets(self, model, arrs, ranges, latent_bytes):
         """(normalised chunks, rate targets (bits), the rate's scale in the loss, MSE targets).
@@ -260,7 +286,7 @@ class LatentGridCodec(InrCodec):
 
     def _fixed_bytes(self, model) -> float:
         """Payload bytes besides the latents' stream: fixed fields and (estimated) weights."""
-        fixed = fmt.fixed_bytes(len(model.shape), len(model.hidden), shared=self.shared)
+        fixed = fmt.fixed_bytes(len(model.shape), len(model.hidden), shared=self.shared, flags=self.flags)
         return fixed if self.shared else fixed + weight_bytes_estimate(model.n_weights, self.bits)
 
     def fit_networks(self, chunks) -> "LatentGridCodec":
@@ -283,10 +309,10 @@ class LatentGridCodec(InrCodec):
         model = self._model(shape, budget, tied=True)
         latent_bytes = budget - self._fixed_bytes(model) - 8
         targets, target_bits, norm, mse = self._targets(model, arrs, ranges, latent_bytes)
-        fitted = self._fit(model, model.init(len(arrs)), targets, target_bits, norm, mse)
+        fitted = self._fit_all(model, model.init(len(arrs)), targets, target_bits, norm, mse)
         qs, exps, _ = model.integers([p[0] for p in fitted.params])
         nets = fmt.Networks(len(shape), self.levels, model.hidden, model.ctx_width, self.bits, tuple(exps),
-                            tuple(qs))
+                            tuple(qs), self.flags)
         model.check(nets)
         cfg = self.get_config()
         cfg.pop("id")
@@ -307,7 +333,23 @@ class LatentGridCodec(InrCodec):
             return None
         return np.array([psnr(a, self.decode_payload(p).reshape(a.shape)) for a, p in zip(arrs, payloads)])
 
+    def _fit_all(self, model, params, targets, target_bits, norm, mse):
+        """The main fit: with the convolution stage, first without it on drawn voxels, then the
+        last CONV_FRACTION of the steps with it on whole chunks (dense passes), the rate weight
+        carried over."""
+        if not model.conv:
+            return self._fit(model, params, targets, target_bits, norm, mse)
+        dense = max(1, round(self.steps * CONV_FRACTION))
+        first = self._fit(model, params, targets, target_bits, norm, mse, steps=max(1, self.steps - dense),
+                          qat_fraction=0.0)
+        model.dense = True
+        second = self._fit(model, first.params, targets, target_bits, norm, mse, lam=model.last_lambda,
+                           steps=dense, lr=self.lr * CONV_LR, target_psnr=None, plateau_steps=None)
+        return second._replace(steps=first.steps + second.steps)
+
     def _fit(self, model, params, targets, target_bits, norm, mse, lam=None, **changes):
+        if model.dense:         # whole chunks: every voxel, in order
+            changes.update(batch_size=math.prod(model.shape), sampling="uniform")
         options = self.fit_options(**changes)
         sampler = GridSampler(model.shape, targets, options.batch_size, options.sampling, coords=False)
         model.start(target_bits, options, lam, norm, mse, dual=max(DUAL_STEP, DUAL_TRAVEL / self.steps))
@@ -336,15 +378,21 @@ class LatentGridCodec(InrCodec):
 class _Model:
     """The trainable model of one chunk shape, batched over chunks, and its packing."""
 
-    def __init__(self, shape, levels, first, hidden, ctx_width, latent_max, bits, seed, context="full", tied=False):
+    def __init__(self, shape, levels, first, hidden, ctx_width, latent_max, bits, seed, context="full", tied=False,
+                 flags=0):
         self.shape, self.levels, self.first = tuple(shape), levels, first
         self.hidden, self.ctx_width, self.latent_max, self.bits = tuple(hidden), ctx_width, latent_max, bits
         self.seed = seed
         self.shapes = level_shapes(self.shape, first, levels)
         self.offsets = np.concatenate([[0], np.cumsum([math.prod(s) for s in self.shapes])]).astype(int)
-        self.tensor_shapes = fmt.tensor_shapes(len(self.shape), levels, self.hidden, ctx_width)
+        self.flags = flags
+        self.tensor_shapes = fmt.tensor_shapes(len(self.shape), levels, self.hidden, ctx_width, flags)
         self.n_weights = sum(math.prod(s) for s in self.tensor_shapes)
-        self.n_syn = fmt.n_synthesis(self.hidden)
+        self.n_syn = fmt.n_synthesis(self.hidden, flags)
+        self.n_mlp = fmt.n_mlp(self.hidden)
+        self.upsample = bool(flags & fmt.FLAG_UPSAMPLE)      # params[1 + n_mlp]: prefilter taps
+        self.conv = bool(flags & fmt.FLAG_CONV)              # params[n_syn - 3: n_syn + 1]: the stage
+        self.dense = False        # the convolution stage is on: whole-chunk passes (set by the codec's fit)
         self.q_max = fmt.weight_radius(bits)
         self.last_lambda = None
         self.noisy = None
@@ -358,11 +406,21 @@ class _Model:
             self.ctx_mask[1 + 2 * d:2 + 4 * d] = 0
 
     def init(self, n: int) -> list[np.ndarray]:
-        """Zero latents, uniform fan-in weights (PyTorch's default), context biases mu 0, log2 b 0."""
+        """Zero latents, uniform fan-in weights (PyTorch's default), context biases mu 0, log2 b 0;
+        prefilter taps (1, 0, 0) (plain linear upsampling), the convolution stage's output
+        weights 0 (it starts as the identity)."""
         rng = np.random.default_rng(self.seed)
         out = [np.zeros((n, 1, int(self.offsets[-1])), np.float32)]
-        for shp in self.tensor_shapes:
-            if len(shp) == 2:
+        special = {}
+        if self.upsample:
+            special[self.n_mlp] = np.tile(np.array([1.0, 0.0, 0.0], np.float32), (self.levels, 1))
+        if self.conv:
+            wb = self.n_syn - 2
+            special[wb] = np.zeros(self.tensor_shapes[wb], np.float32)
+        for t, shp in enumerate(self.tensor_shapes):
+            if t in special:
+                out.append(np.repeat(special[t][None], n, 0))
+            elif len(shp) == 2:
                 bound = 1 / math.sqrt(shp[0])
                 w = rng.uniform(-bound, bound, shp)
                 out.append(np.repeat(w[None].astype(np.float32), n, 0))
@@ -404,13 +462,35 @@ class _Model:
 
     def forward(self, xp, params, idx):
         lat = params[0][:, 0]
+        if self.upsample:
+            lat = self._prefiltered(xp, lat, params[1 + self.n_mlp])
+        if self.dense:
+            return self._dense(xp, lat, params)[:, idx, None]
         axes = [(idx // st) % n for st, n in zip(self.strides, self.shape)]
         if len(self.shape) in (2, 3):       # torch's own kernel: the same interpolation, faster
             feats = self._grid_sample(lat, axes)
         else:
             feats = [interpolate_at(xp, lat[:, a:b], s, t, axes)
                      for a, b, s, t in zip(self.offsets[:-1], self.offsets[1:], self.shapes, self.tables)]
-        return mlp(xp, params[1:1 + self.n_syn], xp.stack(feats, -1))
+        return mlp(xp, params[1:1 + self.n_mlp], xp.stack(feats, -1))
+
+    def _prefiltered(self, xp, lat, taps):
+        """Flat latents (b, M) through each level's prefilter (taps (b, levels, 3))."""
+        d, out = len(self.shape), []
+        for level, (a, z, s) in enumerate(zip(self.offsets[:-1], self.offsets[1:], self.shapes)):
+            t = [taps[:, level, k].reshape((-1,) + (1,) * d) for k in range(3)]
+            out.append(prefilter(xp, lat[:, a:z].reshape((-1,) + s), t, d).reshape(lat.shape[0], -1))
+        return xp.concatenate(out, 1)
+
+    def _dense(self, xp, lat, params):
+        """Every voxel's value (b, voxels), through the convolution stage: each level upsampled
+        to the whole chunk, the synthesis MLP, the stage."""
+        b = lat.shape[0]
+        feats = [upsample(xp, lat[:, a:z].reshape((b,) + s), t)
+                 for a, z, s, t in zip(self.offsets[:-1], self.offsets[1:], self.shapes, self.tables)]
+        y = mlp(xp, params[1:1 + self.n_mlp], xp.stack(feats, -1).reshape(b, -1, self.levels))
+        y = conv_stage(xp, y.reshape((b,) + self.shape), params[self.n_syn - 3:self.n_syn + 1])
+        return y.reshape(b, -1)
 
     def _grid_sample(self, lat, axes):
         """The linear interpolation of :func:`model.axis_table` by torch's ``grid_sample``
@@ -454,12 +534,10 @@ class _Model:
 
     def check(self, nets) -> None:
         """Raise ValueError unless ``nets`` fit this model and decode exactly."""
-        if (nets.ndim, nets.levels, nets.hidden, nets.ctx_width) != (len(self.shape), self.levels, self.hidden,
-                                                                     self.ctx_width):
+        if (nets.ndim, nets.levels, nets.hidden, nets.ctx_width, nets.flags) != (
+                len(self.shape), self.levels, self.hidden, self.ctx_width, self.flags):
             raise ValueError("the shared networks' architecture differs from this chunk shape's model")
-        weights = nets.weights()
-        check_exact(weights[self.n_syn:], list(nets.exps[self.n_syn:]), self.latent_max, 0)
-        check_exact(weights[:self.n_syn], list(nets.exps[:self.n_syn]), self.latent_max, ACT_BITS)
+        fmt.check_networks(nets.weights(), nets.exps, len(self.shape), self.hidden, self.flags, self.latent_max)
 
     def _trained(self, weights):
         """Stored network values in the training parametrisation (inverse of :meth:`context`)."""
@@ -532,6 +610,19 @@ class _Model:
             exps.append(e)
         return qs, exps, grids
 
+    def _plain(self, qs, exps):
+        """Stored networks with the options neutral (prefilter taps (1, 0, 0), the convolution
+        stage's output zero): for the rare fit whose options would leave exact arithmetic."""
+        qs, exps = list(qs), list(exps)
+        if self.upsample:
+            qs[self.n_mlp] = np.tile(np.array([1, 0, 0], np.int64), (self.levels, 1))
+            exps[self.n_mlp] = 0
+        if self.conv:
+            for t in (self.n_syn - 2, self.n_syn - 1):
+                qs[t] = np.zeros_like(qs[t])
+                exps[t] = 0
+        return qs, exps
+
     def zero_level(self, params, level: int) -> None:
         params[0][:, self.offsets[level]:self.offsets[level + 1]] = 0
 
@@ -546,12 +637,18 @@ class _Model:
             nets = self.frozen
             grids = self.grids(params[0])
             fields = fmt.Body(lo, hi, self.first, self.levels, self.latent_max, self.bits, self.hidden,
-                              self.ctx_width, fmt.FLAG_SHARED, nets.id)
+                              self.ctx_width, fmt.FLAG_SHARED | self.flags, nets.id)
             return fmt.pack(header, fields, list(nets.values), list(nets.exps), None, grids)
         qs, exps, grids = self.integers(params)
-        weights = [q * 2.0 ** -e for q, e in zip(qs, exps)]
-        check_exact(weights[self.n_syn:], exps[self.n_syn:], self.latent_max, 0)
-        check_exact(weights[:self.n_syn], exps[:self.n_syn], self.latent_max, ACT_BITS)
+        try:
+            fmt.check_networks([q * 2.0 ** -e for q, e in zip(qs, exps)], exps, len(self.shape), self.hidden,
+                               self.flags, self.latent_max)
+        except ValueError:
+            if not self.flags:
+                raise
+            qs, exps = self._plain(qs, exps)        # a valid payload without the options' effect
+            fmt.check_networks([q * 2.0 ** -e for q, e in zip(qs, exps)], exps, len(self.shape), self.hidden,
+                               self.flags, self.latent_max)
         radius = self.q_max
         scales = []
         for q in qs:
@@ -560,18 +657,20 @@ class _Model:
             costs = [entropy.cost_bits(flat, zeros, zeros, np.full(flat.shape, s), radius)
                      for s in range(entropy.N_SCALES)]
             scales.append(int(np.argmin(costs)))
-        fields = fmt.Body(lo, hi, self.first, self.levels, self.latent_max, self.bits, self.hidden, self.ctx_width)
+        fields = fmt.Body(lo, hi, self.first, self.levels, self.latent_max, self.bits, self.hidden, self.ctx_width,
+                          self.flags)
         return fmt.pack(header, fields, qs, exps, scales, grids)
 
 
 def _exponents(xp, w, q_max: int):
     """Power-of-two step exponents e (per network, or for one tensor with numpy): the largest e
-    with max|w| * 2**e <= q_max (0 for an all-zero tensor); clamped to the stored i8 range."""
+    with max|w| * 2**e <= q_max (0 for an all-zero tensor), at most MAX_EXPONENT (a tiny tensor,
+    such as a single bias near 0, would otherwise ask for a step too fine to stay exact: 5.4)."""
     if xp is np:
         m = float(np.max(np.abs(w))) if w.size else 0.0
-        return 0 if m == 0 else int(np.clip(math.floor(math.log2(q_max / m)), -100, 100))
+        return 0 if m == 0 else int(np.clip(math.floor(math.log2(q_max / m)), -100, MAX_EXPONENT))
     m = w.abs().reshape(w.shape[0], -1).amax(1)
-    e = xp.floor(xp.log2(q_max / m.clamp(min=1e-30))).clamp(-100, 100)
+    e = xp.floor(xp.log2(q_max / m.clamp(min=1e-30))).clamp(-100, MAX_EXPONENT)
     e = xp.where(m > 0, e, xp.zeros_like(e))
     return e.reshape((-1,) + (1,) * (w.ndim - 1))
 
@@ -625,3 +724,9 @@ def _laplace_bits(torch, v, mu, log2_b):
                             1 - 0.5 * torch.exp(-upper.clamp(min=0) * inv_b))
     p = (upper_cdf - lower_cdf).clamp(min=1e-9)
     return -torch.log2(p)
+
+
+def _options(flags: int) -> str:
+    """The codec options of network flags, as keyword arguments."""
+    return (f"upsampling={'learned' if flags & fmt.FLAG_UPSAMPLE else 'linear'!r}, "
+            f"conv_stage={bool(flags & fmt.FLAG_CONV)}")

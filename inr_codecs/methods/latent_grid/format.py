@@ -10,7 +10,8 @@ Body layout, little-endian::
     n_hidden     u8        hidden layers of the synthesis MLP (0..MAX_HIDDEN)
     hidden       n_hidden x u8   their widths (1..255)
     ctx_width    u8        hidden width of the context MLP (1..255)
-    flags        u8        0, or FLAG_SHARED: the networks are the array's (codec configuration)
+    flags        u8        bits: FLAG_SHARED (1) the networks are the array's (codec configuration),
+                           FLAG_UPSAMPLE (2) learned upsampling, FLAG_CONV (4) convolution stage
     networks_id  u32       with FLAG_SHARED only: :func:`networks_id` of those networks
     tensor side  without FLAG_SHARED: n_tensors x (i8 exponent e, u8 scale index s): tensor values
                  are integers times 2**-e, coded with the Laplace table (frac 0, scale s) around 0
@@ -19,11 +20,14 @@ Body layout, little-endian::
                  FLAG_SHARED), then the latents
 
 Tensors, in order: the synthesis layers ``W (fan_in, fan_out), b (fan_out)`` from L inputs through
-the hidden widths to 1 output, then the context MLP ``W0 (C, ctx_width), b0, W1 (ctx_width, 2), b1``
-with C = :func:`model.n_context`. Latents follow level by level, coarsest first, and within a level
-in two checkerboard passes (even, then odd index sum), each pass in C order of its cells: a latent
-``v`` is coded with the table chosen by the context MLP's (mu, log2 b) (:func:`entropy.quantise_params`,
-radius 2 latent_max + 1 around floor(mu)). The decoder's arithmetic is exact (``model``), so these
+the hidden widths to 1 output; with FLAG_UPSAMPLE the prefilter taps ``(L, 3)`` (level by level,
+finest first: t0, t1, t2 of :func:`model.prefilter`); with FLAG_CONV the convolution stage
+``Wa (3**d, W), ba (W), Wb (W * 3**d, 1), bb (1)`` (W = ``model.CONV_WIDTH``, :func:`model.conv_stage`);
+then the context MLP ``W0 (C, ctx_width), b0, W1 (ctx_width, 2), b1`` with C = :func:`model.n_context`.
+Latents follow level by level, coarsest first, and within a level in two checkerboard passes
+(even, then odd index sum), each pass in C order of its cells: a latent ``v`` is coded with the
+table chosen by the context MLP's (mu, log2 b) (:func:`entropy.quantise_params`, radius
+2 latent_max + 1 around floor(mu)). The decoder's arithmetic is exact (``model``), so these
 tables, and the decoded values, are the same on every machine.
 """
 from __future__ import annotations
@@ -41,7 +45,8 @@ from ... import payload
 from ...codec import denormalise, pack_range, read_range
 from ...payload import Header, PayloadError, Reader
 from . import entropy
-from .model import (ACT_BITS, INTERP_BITS, axis_table, check_exact, FixedMLP, level_shapes, n_context, parity,
+from .model import (ACT_BITS, CONV_WIDTH, EXACT, FILTER_BITS, INTERP_BITS, axis_table, check_exact, conv_stage,
+                    filter_gain, FixedMLP, floor_to, level_shapes, n_context, parity, prefilter, round_to,
                     upsample)
 
 METHOD_ID = 3
@@ -52,6 +57,10 @@ MAX_NDIM = 4                             # interpolation stays exact in binary64
 FIXED = struct.Struct("<BBBBB")          # first, levels, latent_max, weight_bits, n_hidden
 DECODE_VOXELS = 1 << 13                  # voxels per synthesis tile (fits the caches)
 FLAG_SHARED = 1                          # networks in the codec configuration, not the payload
+FLAG_UPSAMPLE = 2                        # learned upsampling (prefilter taps per level)
+FLAG_CONV = 4                            # residual convolution stage after the synthesis MLP
+FLAGS = FLAG_SHARED | FLAG_UPSAMPLE | FLAG_CONV
+ARCH_FLAGS = FLAG_UPSAMPLE | FLAG_CONV   # the flags that change the networks (shared networks carry them)
 NETWORKS_VERSION = 1
 
 
@@ -81,6 +90,7 @@ class Networks(NamedTuple):
     weight_bits: int
     exps: tuple[int, ...]
     values: tuple[np.ndarray, ...]
+    flags: int = 0                       # ARCH_FLAGS bits: learned upsampling, convolution stage
 
     def weights(self) -> list[np.ndarray]:
         return [q.astype(np.float64) * 2.0 ** -int(e) for q, e in zip(self.values, self.exps)]
@@ -89,8 +99,8 @@ class Networks(NamedTuple):
         """JSON-serialisable form kept in the codec configuration (docs/format.md, 5.5)."""
         flat = np.concatenate([q.reshape(-1) for q in self.values]).astype("<i2")
         return {"version": NETWORKS_VERSION, "ndim": self.ndim, "levels": self.levels, "hidden": list(self.hidden),
-                "context_width": self.ctx_width, "weight_bits": self.weight_bits, "exponents": list(self.exps),
-                "values": base64.b64encode(flat.tobytes()).decode("ascii")}
+                "context_width": self.ctx_width, "weight_bits": self.weight_bits, "flags": self.flags,
+                "exponents": list(self.exps), "values": base64.b64encode(flat.tobytes()).decode("ascii")}
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Networks":
@@ -100,22 +110,24 @@ class Networks(NamedTuple):
                 raise ValueError(f"networks version {cfg['version']} is not {NETWORKS_VERSION}")
             ndim, levels, ctx, bits = (int(cfg[k]) for k in ("ndim", "levels", "context_width", "weight_bits"))
             hidden = tuple(int(h) for h in cfg["hidden"])
+            flags = int(cfg.get("flags", 0))
             exps = tuple(int(e) for e in cfg["exponents"])
             flat = np.frombuffer(base64.b64decode(cfg["values"], validate=True), "<i2").astype(np.int64)
         except (KeyError, TypeError, ValueError, binascii.Error) as e:
             raise ValueError(f"bad latent-grid networks in the codec configuration: {e}") from None
         if not (1 <= ndim <= MAX_NDIM and 1 <= levels <= MAX_LEVELS and len(hidden) <= MAX_HIDDEN
-                and all(1 <= h <= 255 for h in hidden) and 1 <= ctx <= 255 and 2 <= bits <= 16):
+                and all(1 <= h <= 255 for h in hidden) and 1 <= ctx <= 255 and 2 <= bits <= 16
+                and not flags & ~ARCH_FLAGS):
             raise ValueError(f"bad latent-grid networks architecture: {ndim}-d, {levels} levels, hidden {hidden}, "
-                             f"context width {ctx}, {bits} bits")
-        shapes = tensor_shapes(ndim, levels, hidden, ctx)
+                             f"context width {ctx}, {bits} bits, flags {flags}")
+        shapes = tensor_shapes(ndim, levels, hidden, ctx, flags)
         sizes = [math.prod(t) for t in shapes]
         q = weight_radius(bits)
         if len(exps) != len(shapes) or len(flat) != sum(sizes) or np.abs(flat).max(initial=0) > q \
                 or not all(-128 <= e <= 127 for e in exps):
             raise ValueError("bad latent-grid networks: exponents or values do not match the architecture")
         values = tuple(v.reshape(t) for v, t in zip(np.split(flat, np.cumsum(sizes)[:-1]), shapes))
-        return cls(ndim, levels, hidden, ctx, bits, exps, values)
+        return cls(ndim, levels, hidden, ctx, bits, exps, values, flags)
 
     @property
     def id(self) -> int:
@@ -123,29 +135,42 @@ class Networks(NamedTuple):
         of the SHA-256 of their canonical bytes."""
         head = struct.pack("<BBB", self.ndim, self.levels, len(self.hidden)) + bytes(self.hidden) + struct.pack(
             "<BB", self.ctx_width, self.weight_bits) + np.asarray(self.exps, np.int8).tobytes()
+        if self.flags:           # (networks without options keep the id they had before options existed)
+            head += struct.pack("<B", self.flags)
         flat = np.concatenate([q.reshape(-1) for q in self.values]).astype("<i2")
         return struct.unpack("<I", hashlib.sha256(head + flat.tobytes()).digest()[:4])[0]
 
 
-def tensor_shapes(ndim: int, levels: int, hidden, ctx_width: int) -> list[tuple[int, ...]]:
-    """Shapes of the stored tensors: synthesis layers, then the context MLP."""
+def tensor_shapes(ndim: int, levels: int, hidden, ctx_width: int, flags: int = 0) -> list[tuple[int, ...]]:
+    """Shapes of the stored tensors: synthesis layers, prefilter taps (FLAG_UPSAMPLE), convolution
+    stage (FLAG_CONV), then the context MLP."""
     dims = [levels, *hidden, 1]
     out: list[tuple[int, ...]] = []
     for a, b in zip(dims[:-1], dims[1:]):
         out += [(a, b), (b,)]
+    if flags & FLAG_UPSAMPLE:
+        out.append((levels, 3))
+    if flags & FLAG_CONV:
+        taps = 3 ** ndim
+        out += [(taps, CONV_WIDTH), (CONV_WIDTH,), (CONV_WIDTH * taps, 1), (1,)]
     c = n_context(ndim, levels)
     return out + [(c, ctx_width), (ctx_width,), (ctx_width, 2), (2,)]
 
 
-def n_synthesis(hidden) -> int:
-    """Number of synthesis tensors (the context MLP's four follow)."""
+def n_mlp(hidden) -> int:
+    """Number of tensors of the synthesis MLP (the first ones)."""
     return 2 * (len(hidden) + 1)
 
 
-def fixed_bytes(ndim: int, n_hidden: int, shared: bool = False) -> int:
+def n_synthesis(hidden, flags: int = 0) -> int:
+    """Number of tensors before the context MLP's four: synthesis MLP, prefilter, convolution stage."""
+    return n_mlp(hidden) + (1 if flags & FLAG_UPSAMPLE else 0) + (4 if flags & FLAG_CONV else 0)
+
+
+def fixed_bytes(ndim: int, n_hidden: int, shared: bool = False, flags: int = 0) -> int:
     """Payload bytes outside the entropy stream (frame, fixed fields, tensor side info or the
     shared networks' id, n_words)."""
-    n_tensors = 2 * (n_hidden + 1) + 4
+    n_tensors = n_synthesis(range(n_hidden), flags) + 4
     return payload.frame_overhead(ndim) + 16 + FIXED.size + n_hidden + 2 + (4 if shared else 2 * n_tensors) + 4
 
 
@@ -155,6 +180,30 @@ def weight_radius(bits: int) -> int:
 
 def latent_radius(latent_max: int) -> int:
     return 2 * latent_max + 1
+
+
+def check_networks(weights, exps, ndim: int, hidden, flags: int, latent_max: int) -> None:
+    """Raise ValueError unless the networks (stored order, float64 values, power-of-two exponents)
+    decode exactly in float64 for latents up to ``latent_max``: the context MLP on integer
+    inputs; the prefilter (its gain bounds the synthesis inputs); the synthesis MLP on inputs
+    floored to 2**-ACT_BITS; the convolution stage on the synthesis output."""
+    m, k = n_mlp(hidden), n_synthesis(hidden, flags)
+    check_exact(weights[k:], list(exps[k:]), latent_max, 0)
+    bound = float(latent_max)
+    if flags & FLAG_UPSAMPLE:
+        gain = max(filter_gain(t) for t in weights[m])
+        peak = bound * max(1.0, gain) ** ndim           # largest value after any axis
+        bound *= gain ** ndim
+        bits = FILTER_BITS[ndim]
+        if not peak * 2.0 ** (bits + max(0, int(exps[m]))) < EXACT \
+                or not bound * 2.0 ** (bits + INTERP_BITS * ndim) < EXACT:
+            raise ValueError(f"the upsampling prefilter's gain {gain:g} takes latents beyond exact float64")
+    out = check_exact(weights[:m], list(exps[:m]), bound, ACT_BITS)
+    if flags & FLAG_CONV:
+        c = m + (1 if flags & FLAG_UPSAMPLE else 0)
+        r = check_exact(weights[c:c + 4], list(exps[c:c + 4]), out, ACT_BITS)
+        if not (out + r) * 2.0 ** (ACT_BITS + max(0, int(exps[c + 2]), int(exps[c + 3]))) < EXACT:
+            raise ValueError("the convolution stage's output is beyond exact float64")
 
 
 def read_body_fixed(r: Reader, ndim: int) -> tuple[Body, np.ndarray | None, np.ndarray | None]:
@@ -170,12 +219,12 @@ def read_body_fixed(r: Reader, ndim: int) -> tuple[Body, np.ndarray | None, np.n
     ctx_width, flags = r.take("BB")
     if 0 in hidden or ctx_width == 0:
         raise PayloadError(f"bad latent-grid network widths {hidden}, {ctx_width}")
-    if flags & ~FLAG_SHARED:
+    if flags & ~FLAGS:
         raise PayloadError(f"latent-grid flags {flags} are not readable by this inr-codecs")
     if flags & FLAG_SHARED:
         return Body(lo, hi, first, levels, latent_max, bits, hidden, ctx_width, flags, r.take("I")), None, None
     body = Body(lo, hi, first, levels, latent_max, bits, hidden, ctx_width, flags)
-    n_tensors = len(tensor_shapes(ndim, levels, hidden, ctx_width))
+    n_tensors = len(tensor_shapes(ndim, levels, hidden, ctx_width, flags))
     side = r.array("u1", 2 * n_tensors).reshape(-1, 2)
     exps = side[:, 0].view(np.int8).astype(np.int64)
     scales = side[:, 1].astype(np.int64)
@@ -270,15 +319,21 @@ def code_latents(fields: Body, shape, ctx: list[np.ndarray], code) -> list[np.nd
 def synthesise(fields: Body, shape, grids: list[np.ndarray], syn: list[np.ndarray]) -> np.ndarray:
     """The chunk's normalised values (float64, flat C order) from decoded latents, in tiles of
     rows of the first axis: the trailing axes are interpolated once per level (small grids), the
-    first axis per tile, into a (levels + 1, voxels) feature matrix for :class:`model.FixedMLP`."""
+    first axis per tile, into a (levels + 1, voxels) feature matrix for :class:`model.FixedMLP`.
+    ``syn``: the tensors before the context MLP's (synthesis MLP, prefilter, convolution stage)."""
     d = len(shape)
+    k = n_mlp(fields.hidden)
+    scale = 2.0 ** (ACT_BITS - INTERP_BITS * d)      # features as integers times 2**ACT_BITS
+    if fields.flags & FLAG_UPSAMPLE:                 # prefiltered latents, as integers times 2**-FILTER_BITS[d]
+        bits = FILTER_BITS[d]
+        grids = [prefilter(np, g, tuple(t), d, round_to(bits)) * 2.0 ** bits for g, t in zip(grids, syn[k])]
+        scale *= 2.0 ** -bits
     tables = [[axis_table(n, m, fields.first + i) for n, m in zip(shape, g.shape)] for i, g in enumerate(grids)]
     partial = [upsample(np, g, t[1:], first_axis=1).reshape(g.shape[0], -1) for g, t in zip(grids, tables)]
     row = math.prod(shape[1:])
     rows_per_tile = max(1, DECODE_VOXELS // max(1, row))
-    scale = 2.0 ** (ACT_BITS - INTERP_BITS * d)      # features as integers times 2**ACT_BITS
     out = np.empty(math.prod(shape), np.float64)
-    mlp = FixedMLP(syn)
+    mlp = FixedMLP(syn[:k])
     levels = len(grids)
     buffer = np.ones((levels + 1, rows_per_tile * row), np.float64)   # features, then a row of ones
     for start in range(0, shape[0], rows_per_tile):
@@ -293,6 +348,9 @@ def synthesise(fields: Body, shape, grids: list[np.ndarray], syn: list[np.ndarra
             feats[:levels] *= scale
             np.floor(feats[:levels], out=feats[:levels])
         out[start * row:stop * row] = mlp(feats)[0]
+    if fields.flags & FLAG_CONV:
+        conv = [w[None] for w in syn[k + (1 if fields.flags & FLAG_UPSAMPLE else 0):]]
+        out = conv_stage(np, out.reshape((1,) + tuple(shape)), conv, floor_to(ACT_BITS)).reshape(-1)
     return out
 
 
@@ -303,7 +361,7 @@ def decode_body(header: Header, r: Reader, networks: Networks | None = None) -> 
     if ndim > MAX_NDIM:
         raise PayloadError(f"latent-grid payloads have at most {MAX_NDIM} axes, not {ndim}")
     fields, exps, scales = read_body_fixed(r, ndim)
-    shapes = tensor_shapes(ndim, fields.levels, fields.hidden, fields.ctx_width)
+    shapes = tensor_shapes(ndim, fields.levels, fields.hidden, fields.ctx_width, fields.flags)
     n_words = r.take("I")
     words = r.array("<u4", n_words)
     r.done()
@@ -317,11 +375,10 @@ def decode_body(header: Header, r: Reader, networks: Networks | None = None) -> 
             n = math.prod(shp)
             q = dec.read(np.zeros(n, np.int64), np.zeros(n, np.int64), np.full(n, s), radius)
             weights.append((q.astype(np.float64) * 2.0 ** -int(e)).reshape(shp))
-    k = n_synthesis(fields.hidden)
+    k = n_synthesis(fields.hidden, fields.flags)
     syn, ctx = weights[:k], weights[k:]
     try:
-        check_exact(ctx, list(exps[k:]), fields.latent_max, 0)
-        check_exact(syn, list(exps[:k]), fields.latent_max, ACT_BITS)
+        check_networks(weights, exps, ndim, fields.hidden, fields.flags, fields.latent_max)
     except ValueError as e:
         raise PayloadError(f"latent-grid networks out of the exactly decodable range: {e}") from e
     grids = code_latents(fields, header.shape, ctx,
@@ -340,8 +397,9 @@ def _shared_weights(fields: Body, ndim: int, networks: Networks | None):
     if networks.id != fields.networks_id:
         raise PayloadError(f"this latent-grid chunk was written with other shared networks (id "
                            f"{fields.networks_id:08x}) than the codec's ({networks.id:08x})")
-    if (networks.ndim, networks.levels, networks.hidden, networks.ctx_width, networks.weight_bits) != (
-            ndim, fields.levels, fields.hidden, fields.ctx_width, fields.weight_bits):
+    if (networks.ndim, networks.levels, networks.hidden, networks.ctx_width, networks.weight_bits,
+            networks.flags) != (ndim, fields.levels, fields.hidden, fields.ctx_width, fields.weight_bits,
+                                fields.flags & ARCH_FLAGS):
         raise PayloadError("the shared networks' architecture differs from the payload's")
     return networks.weights(), list(networks.exps)
 
@@ -357,7 +415,7 @@ def pack(header: Header, fields: Body, weights: list[np.ndarray], exps: list[int
     for q, s in zip([] if shared else weights, scales or []):
         q = np.asarray(q, np.int64).reshape(-1)
         enc.add(q, np.zeros_like(q), np.zeros_like(q), np.full(q.shape, s), radius)
-    k = n_synthesis(fields.hidden)
+    k = n_synthesis(fields.hidden, fields.flags)
     ctx = [np.asarray(q, np.float64) * 2.0 ** -int(e) for q, e in zip(weights[k:], exps[k:])]
 
     def code(base, frac, scale, cells, level):

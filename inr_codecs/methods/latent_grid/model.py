@@ -13,6 +13,12 @@ every hidden layer, interpolation weights are multiples of ``2 ** -INTERP_BITS``
 sum is then exact (``check_exact`` bounds them below 2**53), whatever the BLAS, its summation order
 or thread count: a payload decodes to the same values on every machine. Training runs the same
 functions in float32 without the flooring (``requant=None``).
+
+Two options change the pipeline (payload flags, ``docs/format.md``): learned upsampling
+(:func:`prefilter`: a symmetric 5-tap filter per level, applied separably to the latent grid
+before the linear interpolation, so that the two together are a learned separable upsampling
+kernel) and a residual convolution stage (:func:`conv_stage`: two 3**d convolutions, 1 -> CONV_WIDTH
+-> 1 channels, added to the synthesis output).
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ import numpy as np
 INTERP_BITS = 9          # interpolation weights are multiples of 2**-9 (exact for levels up to 2**-8)
 ACT_BITS = 16            # hidden activations and synthesis inputs: multiples of 2**-16
 EXACT = 2.0 ** 53
+FILTER_BITS = {1: 10, 2: 10, 3: 10, 4: 6}   # learned upsampling: prefiltered latents are rounded to 2**-bits
+CONV_WIDTH = 4           # hidden channels of the residual convolution stage
 
 
 def level_shapes(shape, first: int, levels: int) -> list[tuple[int, ...]]:
@@ -148,6 +156,77 @@ class FixedMLP:
             np.matmul(last, h, out=out[:, start:start + k])
         out *= 2.0 ** -ACT_BITS
         return out
+
+
+def _edge(xp, a, axis: int, lo: int, n_out: int):
+    """``a`` along ``axis`` at indices lo .. lo + n_out - 1, clamped to the axis (edge padding)."""
+    idx = np.clip(np.arange(lo, lo + n_out), 0, a.shape[axis] - 1)
+    return _along(a, axis, _as(xp, a, idx))
+
+
+def prefilter(xp, grid, taps, d: int, requant=None):
+    """Learned upsampling's prefilter: ``grid`` (batch axes, then ``d`` axes) filtered along each
+    of its last ``d`` axes by the symmetric kernel [t2, t1, t0, t1, t2] (``taps`` = (t0, t1, t2),
+    arrays broadcasting against the batch axes), edge padded; ``requant`` after every axis (the
+    decoder's rounding to 2**-FILTER_BITS[d]; None in training). Followed by the linear interpolation,
+    this is a learned separable upsampling kernel; taps (1, 0, 0) are the plain interpolation."""
+    t0, t1, t2 = taps
+    for a in range(grid.ndim - d, grid.ndim):
+        n = grid.shape[a]
+        side = [(_edge(xp, grid, a, k, n) + _edge(xp, grid, a, -k, n)) for k in (1, 2)]
+        grid = grid * t0 + side[0] * t1 + side[1] * t2
+        if requant is not None:
+            grid = requant(grid)
+    return grid
+
+
+def filter_gain(taps) -> float:
+    """Largest factor by which :func:`prefilter` can grow a value along one axis (|t0| + 2|t1| + 2|t2|)."""
+    t0, t1, t2 = (float(abs(t)) for t in taps)
+    return t0 + 2 * t1 + 2 * t2
+
+
+def conv_stage(xp, s, tensors, requant=None):
+    """The residual convolution stage: ``s + conv_b(relu(conv_a(s)))`` on ``s`` (B, *spatial),
+    both convolutions 3**d, edge padded (``s`` is padded by 2 once).
+
+    ``tensors`` = [Wa (B, 3**d, CONV_WIDTH), ba (B, CONV_WIDTH), Wb (B, CONV_WIDTH * 3**d, 1),
+    bb (B, 1)], taps in C order of the offsets (-1, 0, +1)**d, Wb's rows channel by channel;
+    ``requant`` is applied to ``s`` and to conv_a's pre-activations (the decoder's flooring, as in
+    :func:`mlp`; None in training)."""
+    wa, ba, wb, bb = tensors
+    ba, bb = ba.reshape(ba.shape[0], -1), bb.reshape(bb.shape[0], -1)
+    d = s.ndim - 1
+    if requant is not None:
+        s = requant(s)
+    padded = s
+    for a in range(1, s.ndim):
+        padded = _edge(xp, padded, a, -2, s.shape[a] + 4)
+    offsets = list(itertools.product(range(3), repeat=d))
+    bcast = (-1,) + (1,) * d
+
+    def window(a, off, grow):
+        return a[(slice(None),) + tuple(slice(o, o + n + grow) for o, n in zip(off, s.shape[1:]))]
+
+    hidden = []
+    for c in range(wa.shape[-1]):
+        h = ba[:, c].reshape(bcast) + window(padded, offsets[0], 2) * wa[:, 0, c].reshape(bcast)
+        for t, off in enumerate(offsets[1:], 1):
+            h = h + window(padded, off, 2) * wa[:, t, c].reshape(bcast)
+        if requant is not None:
+            h = requant(h)
+        hidden.append(h.clip(0))
+    r = bb[:, 0].reshape(bcast)
+    for c, h in enumerate(hidden):
+        for t, off in enumerate(offsets):
+            r = r + window(h, off, 0) * wb[:, c * len(offsets) + t, 0].reshape(bcast)
+    return s + r
+
+
+def round_to(bits: int):
+    """Rounding of float64 values to the nearest multiple of ``2 ** -bits``, halves up (exact)."""
+    up, down = 2.0 ** bits, 2.0 ** -bits
+    return lambda h: np.floor(h * up + 0.5) * down
 
 
 def floor_to(bits: int):
