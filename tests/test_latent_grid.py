@@ -19,8 +19,9 @@ from inr_codecs.codec import header_for
 from inr_codecs.methods.latent_grid import entropy
 from inr_codecs.methods.latent_grid import format as lg_format
 from inr_codecs.methods.latent_grid.encoder import LATENT_GAIN, _context_mlp, _Model
-from inr_codecs.methods.latent_grid.model import (ACT_BITS, axis_table, context_features, conv_stage, floor_to,
-                                                  level_shapes, mlp, n_context, prefilter, upsample)
+from inr_codecs.methods.latent_grid.model import (ACT_BITS, axis_table, context_features, conv_stage,
+                                                  fixed_conv_stage, floor_to, level_shapes, mlp, n_context, prefilter,
+                                                  upsample)
 from inr_codecs.metrics import psnr
 
 GOLDEN = DATA / "latent_grid_v1"
@@ -184,10 +185,11 @@ def test_options_beyond_exact_arithmetic_are_packed_neutral():
     assert np.array_equal(decode(data), decode(m.pack(header, -1.0, 1.0, plain)))
 
 
-@pytest.mark.parametrize("shape", [(9, 10, 11), (7, 12), (3, 4, 5, 6), (13,)])
+@pytest.mark.parametrize("shape", [(9, 10, 11), (7, 12), (3, 4, 5, 6), (13,), (3, 300, 250)])
 def test_prefilter_and_conv_stage_equal_reference_filters(shape):
     """Learned upsampling's prefilter is scipy's separable correlation (edge mode); the convolution
-    stage is s + correlate(relu(correlate(s))) on the edge-padded chunk (scipy, valid mode)."""
+    stage is s + correlate(relu(correlate(s))) on the edge-padded chunk (scipy, valid mode), and
+    the decoder's form of it (matrix products, tiles of rows) gives the same exact values."""
     scipy_ndimage = pytest.importorskip("scipy.ndimage")
     from scipy.signal import correlate
     rng = np.random.default_rng(3)
@@ -207,6 +209,11 @@ def test_prefilter_and_conv_stage_equal_reference_filters(shape):
                            for c, h in enumerate(hidden))
     got = conv_stage(np, s[None], [wa[None], ba[None], wb[None], bb[None]])[0]
     assert np.allclose(got, want, atol=1e-9)
+    # the decoder's matrix-product form gives the very same fixed-point values
+    dyadic = [np.round(w * 64) / 64 for w in (wa, ba, wb, bb)]
+    s = np.floor(s * 2 ** ACT_BITS) / 2 ** ACT_BITS
+    fixed = conv_stage(np, s[None], [w[None] for w in dyadic], floor_to(ACT_BITS))[0]
+    assert np.array_equal(fixed_conv_stage(s, dyadic), fixed)
 
 
 @pytest.mark.parametrize("shape", [(9,), (7, 12), (5, 9, 13), (3, 4, 5, 7)])

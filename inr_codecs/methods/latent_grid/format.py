@@ -45,8 +45,8 @@ from ... import payload
 from ...codec import denormalise, pack_range, read_range
 from ...payload import Header, PayloadError, Reader
 from . import entropy
-from .model import (ACT_BITS, CONV_WIDTH, EXACT, FILTER_BITS, INTERP_BITS, axis_table, check_exact, conv_stage,
-                    filter_gain, FixedMLP, floor_to, level_shapes, n_context, parity, prefilter, round_to,
+from .model import (ACT_BITS, CONV_WIDTH, EXACT, FILTER_BITS, INTERP_BITS, axis_table, check_exact, filter_gain,
+                    fixed_conv_stage, FixedMLP, level_shapes, n_context, parity, prefilter, round_to,
                     upsample)
 
 METHOD_ID = 3
@@ -349,8 +349,7 @@ def synthesise(fields: Body, shape, grids: list[np.ndarray], syn: list[np.ndarra
             np.floor(feats[:levels], out=feats[:levels])
         out[start * row:stop * row] = mlp(feats)[0]
     if fields.flags & FLAG_CONV:
-        conv = [w[None] for w in syn[k + (1 if fields.flags & FLAG_UPSAMPLE else 0):]]
-        out = conv_stage(np, out.reshape((1,) + tuple(shape)), conv, floor_to(ACT_BITS)).reshape(-1)
+        out = fixed_conv_stage(out.reshape(shape), syn[k + (1 if fields.flags & FLAG_UPSAMPLE else 0):]).reshape(-1)
     return out
 
 

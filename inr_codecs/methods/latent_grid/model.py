@@ -223,6 +223,50 @@ def conv_stage(xp, s, tensors, requant=None):
     return s + r
 
 
+def fixed_conv_stage(s, tensors):
+    """The decoder's :func:`conv_stage` with ``requant=floor_to(ACT_BITS)`` on one chunk ``s``
+    (*spatial, float64): the same exact values, computed as matrix products. conv_a gathers
+    the 3**d shifted windows of the padded chunk (rows of the first axis at a time) and
+    multiplies them by Wa; conv_b multiplies the hidden channels by Wb (one map per tap) and
+    adds the taps' shifted maps. ``tensors`` as :func:`conv_stage`, without the batch axis."""
+    wa, ba, wb, bb = (np.asarray(t, np.float64) for t in tensors)
+    up = 2.0 ** ACT_BITS
+    d, n = s.ndim, s.shape
+    taps, width = wa.shape
+    units = np.floor(s * up)                                   # s as integers times 2**-ACT_BITS
+    padded = np.pad(units, 2, mode="edge")
+    offsets = list(itertools.product(range(3), repeat=d))
+    grown = tuple(k + 2 for k in n)
+    row = math.prod(grown[1:])
+    hidden = np.empty((width,) + grown)
+    rows = max(1, (1 << 16) // row)
+    cols = np.empty((taps, rows * row))
+    for a in range(0, grown[0], rows):
+        b = min(grown[0], a + rows)
+        k = (b - a) * row
+        for t, off in enumerate(offsets):
+            cols[t, :k].reshape((b - a,) + grown[1:])[...] = padded[
+                (slice(a + off[0], b + off[0]),) + tuple(slice(o, o + g) for o, g in zip(off[1:], grown[1:]))]
+        h = hidden[:, a:b].reshape(width, k)
+        np.matmul(wa.T, cols[:, :k], out=h)
+        h += (ba.reshape(-1) * up)[:, None]
+        np.floor(h, out=h)
+        np.maximum(h, 0, out=h)
+    # conv_b: per tap t the map sum_c Wb[c, t] h_c, then the sum over taps of the shifted maps
+    wb_taps = wb.reshape(width, taps).T                        # (taps, width)
+    out = units
+    step = max(1, (1 << 16) // math.prod(n[1:]))
+    for a in range(0, n[0], step):
+        b = min(n[0], a + step)
+        maps = (wb_taps @ hidden[:, a:b + 2].reshape(width, -1)).reshape((taps, b - a + 2) + grown[1:])
+        acc = out[a:b]
+        for t, off in enumerate(offsets):
+            acc += maps[(t, slice(off[0], off[0] + b - a)) + tuple(slice(o, o + g) for o, g in zip(off[1:], n[1:]))]
+    out *= 1.0 / up
+    out += bb.reshape(-1)[0]
+    return out
+
+
 def round_to(bits: int):
     """Rounding of float64 values to the nearest multiple of ``2 ** -bits``, halves up (exact)."""
     up, down = 2.0 ** bits, 2.0 ** -bits
