@@ -141,8 +141,8 @@ def _encode_group(layout, source, units, init, verify: bool, torch_threads: int 
         for c in chunks:
             x = np.asarray(data[c], np.float64)
             p = payloads.get(c)
-            y = (np.asarray(layout.codec.decode_payload(p), np.float64)[tuple(slice(0, s) for s in x.shape)] if p is not None
-                 else np.full(x.shape, float(layout.fill_value)))
+            y = (np.asarray(layout.codec.decode_payload(p), np.float64)[tuple(slice(0, s) for s in x.shape)]
+                 if p is not None else np.full(x.shape, float(layout.fill_value)))
             err = np.abs(x - y)
             stats["sq_err"] += float(np.sum(err ** 2))
             stats["max_abs"] = max(stats["max_abs"] or 0.0, float(err.max()))
@@ -339,9 +339,9 @@ def with_shared_networks(codec, target, src: Source, chunks, overwrite: bool = F
 
     from .zarr3 import InrSerializer, as_codec, serializer_for
     from .zarr_io import Layout
-    if codec is None or not getattr(as_codec(codec), "shared", False) or as_codec(codec).networks is not None:
+    inr = None if codec is None else as_codec(codec)
+    if inr is None or not getattr(inr, "shared", False) or inr.networks is not None:
         return codec
-    inr = as_codec(codec)
     fitted = None
     if not overwrite and isinstance(target, (str, os.PathLike)) and os.path.exists(target):
         try:

@@ -174,14 +174,15 @@ def test_options_beyond_exact_arithmetic_are_packed_neutral():
     options are stored neutral (taps (1, 0, 0), the stage's output 0) and the payload decodes."""
     shape = (6, 10, 12)
     m, p = _random_model(shape, 2, UPSAMPLE | CONV)
-    p[1 + m.n_mlp][:] = 40.0                      # gain 200 per axis
-    p[m.n_syn - 1][:] = 1e6                       # conv stage weights far beyond the MLP's range
+    taps, wb = 1 + m.parts.prefilter, 1 + m.parts.conv.start + 2     # params[0] holds the latents
+    p[taps][:] = 40.0                             # gain 200 per axis
+    p[wb][:] = 1e6                                # conv stage weights far beyond the MLP's range
     header = header_for(np.zeros(shape, np.float32), lg_format.METHOD_ID)
     data = m.pack(header, -1.0, 1.0, p)
     plain = [t.copy() for t in p]
-    plain[1 + m.n_mlp][:] = np.array([1.0, 0.0, 0.0])
-    plain[m.n_syn - 1][:] = 0
-    plain[m.n_syn][:] = 0
+    plain[taps][:] = np.array([1.0, 0.0, 0.0])
+    plain[wb][:] = 0
+    plain[wb + 1][:] = 0
     assert np.array_equal(decode(data), decode(m.pack(header, -1.0, 1.0, plain)))
 
 
@@ -240,7 +241,7 @@ def test_context_ablations_zero_the_unused_inputs(context, parent, neighbours):
     rows 0-6 of its first layer read the parent, 7-12 the neighbours, 13 the pass, 14.. the level."""
     m = _Model((12, 20, 18), 4, 1, (16, 8), 8, 63, 8, 0, context)
     p = [np.full_like(t[0], 0.1) for t in m.init(1)]
-    w0 = m.integers(p)[0][m.n_syn]
+    w0 = m.integers(p)[0][m.parts.context.start]
     assert w0[0:7].all() == parent and w0[0:7].any() == parent
     assert w0[7:14].all() == neighbours and w0[7:14].any() == neighbours
     assert w0[14:].all()
@@ -442,8 +443,9 @@ def test_forged_weight_exponents_cannot_break_exactness(fitted, with_options, wh
     data = fitted[1] if which == "first" else with_options
     fields = lg_format.describe(data)
     side = 16 + lg_format.FIXED.size + len(fields.hidden) + 2
-    m = lg_format.n_mlp(fields.hidden)
-    tensor = {"first": 0, "prefilter": m, "conv_a": m + 1, "conv_b": m + 3}[which]
+    parts = lg_format.tensor_parts(fields.hidden, fields.flags)
+    tensor = {"first": 0, "prefilter": parts.prefilter, "conv_a": parts.conv.start if parts.conv else None,
+              "conv_b": parts.conv.start + 2 if parts.conv else None}[which]
 
     def edit(b):
         b[side + 2 * tensor] = (-100) & 0xFF   # the tensor's values times 2**100

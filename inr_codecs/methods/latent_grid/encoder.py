@@ -16,8 +16,8 @@ from ...metrics import psnr
 from ...payload import Reader
 from . import entropy
 from . import format as fmt
-from .model import (INTERP_BITS, axis_table, conv_stage, interpolate_at, level_shapes, mlp, n_context, parity,
-                    prefilter, upsample)
+from .model import (INTERP_BITS, PLAIN_TAPS, axis_table, conv_stage, interpolate_at, level_shapes, mlp, n_context,
+                    parity, prefilter, upsample)
 
 #: Network sizes the codec picks from, largest first: (synthesis hidden widths, context width).
 LADDER = (((16, 16), 16), ((16, 16), 8), ((16,), 8), ((8,), 8), ((8,), 4), ((4,), 4))
@@ -192,11 +192,11 @@ class LatentGridCodec(InrCodec):
 
     def min_bytes(self, shape, bits) -> int:
         if self.shared:
-            return (fmt.fixed_bytes(len(shape), len(self.architecture(shape, 0)[0]), shared=True, flags=self.flags)
+            return (fmt.fixed_bytes(len(shape), self.architecture(shape, 0)[0], shared=True, flags=self.flags)
                     + MIN_LATENT_BYTES)
         hidden, ctx = (tuple(self.hidden) if self.hidden is not None else LADDER[-1][0],
                        self.context_width or LADDER[-1][1])
-        return (fmt.fixed_bytes(len(shape), len(hidden), flags=self.flags) + MIN_LATENT_BYTES
+        return (fmt.fixed_bytes(len(shape), hidden, flags=self.flags) + MIN_LATENT_BYTES
                 + math.ceil(weight_bytes_estimate(self._n_params(len(shape), hidden, ctx), bits)))
 
     def smallest_network(self, bits) -> str:
@@ -286,7 +286,7 @@ class LatentGridCodec(InrCodec):
 
     def _fixed_bytes(self, model) -> float:
         """Payload bytes besides the latents' stream: fixed fields and (estimated) weights."""
-        fixed = fmt.fixed_bytes(len(model.shape), len(model.hidden), shared=self.shared, flags=self.flags)
+        fixed = fmt.fixed_bytes(len(model.shape), model.hidden, shared=self.shared, flags=self.flags)
         return fixed if self.shared else fixed + weight_bytes_estimate(model.n_weights, self.bits)
 
     def fit_networks(self, chunks) -> "LatentGridCodec":
@@ -388,10 +388,8 @@ class _Model:
         self.flags = flags
         self.tensor_shapes = fmt.tensor_shapes(len(self.shape), levels, self.hidden, ctx_width, flags)
         self.n_weights = sum(math.prod(s) for s in self.tensor_shapes)
-        self.n_syn = fmt.n_synthesis(self.hidden, flags)
-        self.n_mlp = fmt.n_mlp(self.hidden)
-        self.upsample = bool(flags & fmt.FLAG_UPSAMPLE)      # params[1 + n_mlp]: prefilter taps
-        self.conv = bool(flags & fmt.FLAG_CONV)              # params[n_syn - 3: n_syn + 1]: the stage
+        self.parts = fmt.tensor_parts(self.hidden, flags)    # of the networks, params[1:]
+        self.conv = self.parts.conv is not None
         self.dense = False        # the convolution stage is on: whole-chunk passes (set by the codec's fit)
         self.q_max = fmt.weight_radius(bits)
         self.last_lambda = None
@@ -412,10 +410,10 @@ class _Model:
         rng = np.random.default_rng(self.seed)
         out = [np.zeros((n, 1, int(self.offsets[-1])), np.float32)]
         special = {}
-        if self.upsample:
-            special[self.n_mlp] = np.tile(np.array([1.0, 0.0, 0.0], np.float32), (self.levels, 1))
+        if self.parts.prefilter is not None:
+            special[self.parts.prefilter] = np.tile(np.asarray(PLAIN_TAPS, np.float32), (self.levels, 1))
         if self.conv:
-            wb = self.n_syn - 2
+            wb = self.parts.conv.start + 2
             special[wb] = np.zeros(self.tensor_shapes[wb], np.float32)
         for t, shp in enumerate(self.tensor_shapes):
             if t in special:
@@ -461,18 +459,18 @@ class _Model:
         return [lat[:, a:b].reshape((-1,) + s) for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)]
 
     def forward(self, xp, params, idx):
-        lat = params[0][:, 0]
-        if self.upsample:
-            lat = self._prefiltered(xp, lat, params[1 + self.n_mlp])
+        lat, nets = params[0][:, 0], params[1:]
+        if self.parts.prefilter is not None:
+            lat = self._prefiltered(xp, lat, nets[self.parts.prefilter])
         if self.dense:
-            return self._dense(xp, lat, params)[:, idx, None]
+            return self._dense(xp, lat, nets)[:, idx, None]
         axes = [(idx // st) % n for st, n in zip(self.strides, self.shape)]
         if len(self.shape) in (2, 3):       # torch's own kernel: the same interpolation, faster
             feats = self._grid_sample(lat, axes)
         else:
             feats = [interpolate_at(xp, lat[:, a:b], s, t, axes)
                      for a, b, s, t in zip(self.offsets[:-1], self.offsets[1:], self.shapes, self.tables)]
-        return mlp(xp, params[1:1 + self.n_mlp], xp.stack(feats, -1))
+        return mlp(xp, nets[self.parts.mlp], xp.stack(feats, -1))
 
     def _prefiltered(self, xp, lat, taps):
         """Flat latents (b, M) through each level's prefilter (taps (b, levels, 3))."""
@@ -482,14 +480,14 @@ class _Model:
             out.append(prefilter(xp, lat[:, a:z].reshape((-1,) + s), t, d).reshape(lat.shape[0], -1))
         return xp.concatenate(out, 1)
 
-    def _dense(self, xp, lat, params):
+    def _dense(self, xp, lat, nets):
         """Every voxel's value (b, voxels), through the convolution stage: each level upsampled
-        to the whole chunk, the synthesis MLP, the stage."""
+        to the whole chunk, the synthesis MLP, the stage (``nets``: the networks' tensors)."""
         b = lat.shape[0]
         feats = [upsample(xp, lat[:, a:z].reshape((b,) + s), t)
                  for a, z, s, t in zip(self.offsets[:-1], self.offsets[1:], self.shapes, self.tables)]
-        y = mlp(xp, params[1:1 + self.n_mlp], xp.stack(feats, -1).reshape(b, -1, self.levels))
-        y = conv_stage(xp, y.reshape((b,) + self.shape), params[self.n_syn - 3:self.n_syn + 1])
+        y = mlp(xp, nets[self.parts.mlp], xp.stack(feats, -1).reshape(b, -1, self.levels))
+        y = conv_stage(xp, y.reshape((b,) + self.shape), nets[self.parts.conv])
         return y.reshape(b, -1)
 
     def _grid_sample(self, lat, axes):
@@ -539,6 +537,11 @@ class _Model:
             raise ValueError("the shared networks' architecture differs from this chunk shape's model")
         fmt.check_networks(nets.weights(), nets.exps, len(self.shape), self.hidden, self.flags, self.latent_max)
 
+    def _check(self, qs, exps) -> None:
+        """:func:`format.check_networks` of stored integers and exponents."""
+        fmt.check_networks([q * 2.0 ** -e for q, e in zip(qs, exps)], exps, len(self.shape), self.hidden,
+                           self.flags, self.latent_max)
+
     def _trained(self, weights):
         """Stored network values in the training parametrisation (inverse of :meth:`context`)."""
         out = [np.asarray(w, np.float64) for w in weights]
@@ -557,7 +560,7 @@ class _Model:
         """The context MLP's tensors as stored: the training parametrisation scales its outputs
         (mu by CONTEXT_GAIN[0], log2 b by CONTEXT_GAIN[1], plus LOG2_B_START) so that they move
         as fast as the latents do."""
-        w0, b0, w1, b1 = params[1 + self.n_syn:]
+        w0, b0, w1, b1 = params[1:][self.parts.context]
         gain = np.asarray(CONTEXT_GAIN, np.float32)
         shift = np.asarray([0.0, LOG2_B_START], np.float32)
         mask = self.ctx_mask
@@ -601,7 +604,7 @@ class _Model:
         """(weights as integers, their exponents, latents as integer grids) of one network."""
         grids = self.grids(params[0])
         qs, exps = [], []
-        for w, shp in zip(list(params[1:1 + self.n_syn]) + self.context(params), self.tensor_shapes):
+        for w, shp in zip(list(params[1:][self.parts.decoder]) + self.context(params), self.tensor_shapes):
             w = np.asarray(w, np.float64).reshape(shp)
             if not np.all(np.isfinite(w)):
                 raise FloatingPointError("fitting diverged (non-finite weights); lower lr")
@@ -614,11 +617,11 @@ class _Model:
         """Stored networks with the options neutral (prefilter taps (1, 0, 0), the convolution
         stage's output zero): for the rare fit whose options would leave exact arithmetic."""
         qs, exps = list(qs), list(exps)
-        if self.upsample:
-            qs[self.n_mlp] = np.tile(np.array([1, 0, 0], np.int64), (self.levels, 1))
-            exps[self.n_mlp] = 0
+        if self.parts.prefilter is not None:
+            qs[self.parts.prefilter] = np.tile(np.asarray(PLAIN_TAPS, np.int64), (self.levels, 1))
+            exps[self.parts.prefilter] = 0
         if self.conv:
-            for t in (self.n_syn - 2, self.n_syn - 1):
+            for t in (self.parts.conv.start + 2, self.parts.conv.start + 3):
                 qs[t] = np.zeros_like(qs[t])
                 exps[t] = 0
         return qs, exps
@@ -628,7 +631,7 @@ class _Model:
 
     def certain_zero(self, params) -> None:
         """A context model that predicts mu = 0 with the smallest scale for every latent."""
-        for p in params[1 + self.n_syn:]:
+        for p in params[1:][self.parts.context]:
             p[...] = 0
         params[-1].reshape(-1)[1] = (entropy.LOG2_B_MIN - LOG2_B_START) / CONTEXT_GAIN[1]
 
@@ -641,14 +644,12 @@ class _Model:
             return fmt.pack(header, fields, list(nets.values), list(nets.exps), None, grids)
         qs, exps, grids = self.integers(params)
         try:
-            fmt.check_networks([q * 2.0 ** -e for q, e in zip(qs, exps)], exps, len(self.shape), self.hidden,
-                               self.flags, self.latent_max)
+            self._check(qs, exps)
         except ValueError:
             if not self.flags:
                 raise
             qs, exps = self._plain(qs, exps)        # a valid payload without the options' effect
-            fmt.check_networks([q * 2.0 ** -e for q, e in zip(qs, exps)], exps, len(self.shape), self.hidden,
-                               self.flags, self.latent_max)
+            self._check(qs, exps)
         radius = self.q_max
         scales = []
         for q in qs:

@@ -157,21 +157,36 @@ def tensor_shapes(ndim: int, levels: int, hidden, ctx_width: int, flags: int = 0
     return out + [(c, ctx_width), (ctx_width,), (ctx_width, 2), (2,)]
 
 
-def n_mlp(hidden) -> int:
-    """Number of tensors of the synthesis MLP (the first ones)."""
-    return 2 * (len(hidden) + 1)
+class Parts(NamedTuple):
+    """Where each network's tensors are in the stored list (:func:`tensor_shapes` order)."""
+
+    mlp: slice                  # the synthesis MLP's layers
+    prefilter: int | None       # FLAG_UPSAMPLE: the prefilter taps
+    conv: slice | None          # FLAG_CONV: Wa, ba, Wb, bb
+    context: slice              # the context MLP's four tensors, last
+
+    @property
+    def decoder(self) -> slice:
+        """Everything before the context MLP (the synthesis side)."""
+        return slice(0, self.context.start)
 
 
-def n_synthesis(hidden, flags: int = 0) -> int:
-    """Number of tensors before the context MLP's four: synthesis MLP, prefilter, convolution stage."""
-    return n_mlp(hidden) + (1 if flags & FLAG_UPSAMPLE else 0) + (4 if flags & FLAG_CONV else 0)
+def tensor_parts(hidden, flags: int = 0) -> Parts:
+    """The :class:`Parts` of the tensors of a synthesis MLP with ``hidden`` widths and ``flags``."""
+    at = 2 * (len(hidden) + 1)
+    mlp, prefilter, conv = slice(0, at), None, None
+    if flags & FLAG_UPSAMPLE:
+        prefilter, at = at, at + 1
+    if flags & FLAG_CONV:
+        conv, at = slice(at, at + 4), at + 4
+    return Parts(mlp, prefilter, conv, slice(at, at + 4))
 
 
-def fixed_bytes(ndim: int, n_hidden: int, shared: bool = False, flags: int = 0) -> int:
+def fixed_bytes(ndim: int, hidden, shared: bool = False, flags: int = 0) -> int:
     """Payload bytes outside the entropy stream (frame, fixed fields, tensor side info or the
     shared networks' id, n_words)."""
-    n_tensors = n_synthesis(range(n_hidden), flags) + 4
-    return payload.frame_overhead(ndim) + 16 + FIXED.size + n_hidden + 2 + (4 if shared else 2 * n_tensors) + 4
+    n_tensors = tensor_parts(hidden, flags).context.stop
+    return payload.frame_overhead(ndim) + 16 + FIXED.size + len(hidden) + 2 + (4 if shared else 2 * n_tensors) + 4
 
 
 def weight_radius(bits: int) -> int:
@@ -187,10 +202,12 @@ def check_networks(weights, exps, ndim: int, hidden, flags: int, latent_max: int
     decode exactly in float64 for latents up to ``latent_max``: the context MLP on integer
     inputs; the prefilter (its gain bounds the synthesis inputs); the synthesis MLP on inputs
     floored to 2**-ACT_BITS; the convolution stage on the synthesis output."""
-    m, k = n_mlp(hidden), n_synthesis(hidden, flags)
-    check_exact(weights[k:], list(exps[k:]), latent_max, 0)
+    parts = tensor_parts(hidden, flags)
+    exps = list(exps)
+    check_exact(weights[parts.context], exps[parts.context], latent_max, 0)
     bound = float(latent_max)
-    if flags & FLAG_UPSAMPLE:
+    if parts.prefilter is not None:
+        m = parts.prefilter
         gain = max(filter_gain(t) for t in weights[m])
         peak = bound * max(1.0, gain) ** ndim           # largest value after any axis
         bound *= gain ** ndim
@@ -198,10 +215,10 @@ def check_networks(weights, exps, ndim: int, hidden, flags: int, latent_max: int
         if not peak * 2.0 ** (bits + max(0, int(exps[m]))) < EXACT \
                 or not bound * 2.0 ** (bits + INTERP_BITS * ndim) < EXACT:
             raise ValueError(f"the upsampling prefilter's gain {gain:g} takes latents beyond exact float64")
-    out = check_exact(weights[:m], list(exps[:m]), bound, ACT_BITS)
-    if flags & FLAG_CONV:
-        c = m + (1 if flags & FLAG_UPSAMPLE else 0)
-        r = check_exact(weights[c:c + 4], list(exps[c:c + 4]), out, ACT_BITS)
+    out = check_exact(weights[parts.mlp], exps[parts.mlp], bound, ACT_BITS)
+    if parts.conv is not None:
+        c = parts.conv.start
+        r = check_exact(weights[parts.conv], exps[parts.conv], out, ACT_BITS)
         if not (out + r) * 2.0 ** (ACT_BITS + max(0, int(exps[c + 2]), int(exps[c + 3]))) < EXACT:
             raise ValueError("the convolution stage's output is beyond exact float64")
 
@@ -316,24 +333,25 @@ def code_latents(fields: Body, shape, ctx: list[np.ndarray], code) -> list[np.nd
     return grids
 
 
-def synthesise(fields: Body, shape, grids: list[np.ndarray], syn: list[np.ndarray]) -> np.ndarray:
+def synthesise(fields: Body, shape, grids: list[np.ndarray], weights: list[np.ndarray]) -> np.ndarray:
     """The chunk's normalised values (float64, flat C order) from decoded latents, in tiles of
     rows of the first axis: the trailing axes are interpolated once per level (small grids), the
     first axis per tile, into a (levels + 1, voxels) feature matrix for :class:`model.FixedMLP`.
-    ``syn``: the tensors before the context MLP's (synthesis MLP, prefilter, convolution stage)."""
+    ``weights``: the stored tensors (:func:`tensor_shapes` order)."""
     d = len(shape)
-    k = n_mlp(fields.hidden)
+    parts = tensor_parts(fields.hidden, fields.flags)
     scale = 2.0 ** (ACT_BITS - INTERP_BITS * d)      # features as integers times 2**ACT_BITS
-    if fields.flags & FLAG_UPSAMPLE:                 # prefiltered latents, as integers times 2**-FILTER_BITS[d]
+    if parts.prefilter is not None:                  # prefiltered latents, as integers times 2**-FILTER_BITS[d]
         bits = FILTER_BITS[d]
-        grids = [prefilter(np, g, tuple(t), d, round_to(bits)) * 2.0 ** bits for g, t in zip(grids, syn[k])]
+        grids = [prefilter(np, g, tuple(t), d, round_to(bits)) * 2.0 ** bits
+                 for g, t in zip(grids, weights[parts.prefilter])]
         scale *= 2.0 ** -bits
     tables = [[axis_table(n, m, fields.first + i) for n, m in zip(shape, g.shape)] for i, g in enumerate(grids)]
     partial = [upsample(np, g, t[1:], first_axis=1).reshape(g.shape[0], -1) for g, t in zip(grids, tables)]
     row = math.prod(shape[1:])
     rows_per_tile = max(1, DECODE_VOXELS // max(1, row))
     out = np.empty(math.prod(shape), np.float64)
-    mlp = FixedMLP(syn[:k])
+    mlp = FixedMLP(weights[parts.mlp])
     levels = len(grids)
     buffer = np.ones((levels + 1, rows_per_tile * row), np.float64)   # features, then a row of ones
     for start in range(0, shape[0], rows_per_tile):
@@ -348,8 +366,8 @@ def synthesise(fields: Body, shape, grids: list[np.ndarray], syn: list[np.ndarra
             feats[:levels] *= scale
             np.floor(feats[:levels], out=feats[:levels])
         out[start * row:stop * row] = mlp(feats)[0]
-    if fields.flags & FLAG_CONV:
-        out = fixed_conv_stage(out.reshape(shape), syn[k + (1 if fields.flags & FLAG_UPSAMPLE else 0):]).reshape(-1)
+    if parts.conv is not None:
+        out = fixed_conv_stage(out.reshape(shape), weights[parts.conv]).reshape(-1)
     return out
 
 
@@ -374,17 +392,15 @@ def decode_body(header: Header, r: Reader, networks: Networks | None = None) -> 
             n = math.prod(shp)
             q = dec.read(np.zeros(n, np.int64), np.zeros(n, np.int64), np.full(n, s), radius)
             weights.append((q.astype(np.float64) * 2.0 ** -int(e)).reshape(shp))
-    k = n_synthesis(fields.hidden, fields.flags)
-    syn, ctx = weights[:k], weights[k:]
     try:
         check_networks(weights, exps, ndim, fields.hidden, fields.flags, fields.latent_max)
     except ValueError as e:
         raise PayloadError(f"latent-grid networks out of the exactly decodable range: {e}") from e
-    grids = code_latents(fields, header.shape, ctx,
+    grids = code_latents(fields, header.shape, weights[tensor_parts(fields.hidden, fields.flags).context],
                          lambda base, frac, scale, cells, level: dec.read(base, frac, scale,
                                                                           latent_radius(fields.latent_max)))
     dec.done()
-    y = synthesise(fields, header.shape, grids, syn)
+    y = synthesise(fields, header.shape, grids, weights)
     return denormalise(y, fields.lo, fields.hi, header.dtype)
 
 
@@ -414,8 +430,8 @@ def pack(header: Header, fields: Body, weights: list[np.ndarray], exps: list[int
     for q, s in zip([] if shared else weights, scales or []):
         q = np.asarray(q, np.int64).reshape(-1)
         enc.add(q, np.zeros_like(q), np.zeros_like(q), np.full(q.shape, s), radius)
-    k = n_synthesis(fields.hidden, fields.flags)
-    ctx = [np.asarray(q, np.float64) * 2.0 ** -int(e) for q, e in zip(weights[k:], exps[k:])]
+    k = tensor_parts(fields.hidden, fields.flags).context
+    ctx = [np.asarray(q, np.float64) * 2.0 ** -int(e) for q, e in zip(weights[k], exps[k])]
 
     def code(base, frac, scale, cells, level):
         values = np.asarray(latents[level], np.int64).reshape(-1)[cells]

@@ -32,6 +32,7 @@ ACT_BITS = 16            # hidden activations and synthesis inputs: multiples of
 EXACT = 2.0 ** 53
 FILTER_BITS = {1: 10, 2: 10, 3: 10, 4: 6}   # learned upsampling: prefiltered latents are rounded to 2**-bits
 CONV_WIDTH = 4           # hidden channels of the residual convolution stage
+PLAIN_TAPS = (1.0, 0.0, 0.0)   # the prefilter that leaves a grid as it is (plain linear upsampling)
 
 
 def level_shapes(shape, first: int, levels: int) -> list[tuple[int, ...]]:
