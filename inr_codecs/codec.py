@@ -6,7 +6,9 @@ by method id is the registry's (:func:`inr_codecs.registry.decode`)."""
 from __future__ import annotations
 
 import math
+import os
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from typing import ClassVar, NamedTuple
 
@@ -20,6 +22,25 @@ from .payload import Header, PayloadError, Reader
 
 #: Method id of a constant chunk (every codec writes one for a chunk with a single value).
 CONSTANT = 0
+
+
+def _decode_threads() -> int:
+    value = os.environ.get("INR_CODECS_DECODE_THREADS", "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"INR_CODECS_DECODE_THREADS must be a positive integer, not {value!r}")
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        return os.cpu_count() or 1
+
+
+#: Chunk decodes that run at once through the Zarr codecs (v2 ``decode``, v3 serializers); the
+#: others wait. Decoding is CPU-bound numpy: more threads than cores (zarr's pool has cores + 4)
+#: only contend for the GIL. The cores this process may use, or ``INR_CODECS_DECODE_THREADS``.
+DECODE_THREADS = _decode_threads()
+decode_slots = threading.BoundedSemaphore(DECODE_THREADS)
 
 
 class BudgetError(ValueError):
@@ -84,11 +105,21 @@ def normalise(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def denormalise(y: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndarray:
     """Inverse of :func:`normalise`, clipped to [lo, hi]; integers rounded half to even."""
+    out = np.empty(np.shape(y), dtype)
+    denormalise_into(np.array(y, np.float64), lo, hi, out)
+    return out
+
+
+def denormalise_into(x: np.ndarray, lo: float, hi: float, out: np.ndarray) -> None:
+    """:func:`denormalise` of float64 ``x`` written into ``out`` (its dtype, ``x``'s shape);
+    ``x`` is overwritten (scratch: a decoder works tile by tile without temporaries)."""
     mid, half = (lo + hi) / 2.0, (hi - lo) / 2.0
-    x = np.clip(y.astype(np.float64) * half + mid, lo, hi)
-    if dtype.kind in "iu":
-        x = np.rint(x)
-    return x.astype(dtype)
+    x *= half
+    x += mid
+    np.clip(x, lo, hi, out=x)
+    if out.dtype.kind in "iu":
+        np.rint(x, out=x)
+    np.copyto(out, x, casting="unsafe")
 
 
 def encode_constant(arr: np.ndarray) -> bytes:
@@ -197,7 +228,9 @@ class InrCodec(Codec):
         return self.encode_batch([buf])[0].payload
 
     def decode(self, buf, out=None):
-        return ndarray_copy(self.decode_payload(buf), out) if out is not None else self.decode_payload(buf)
+        with decode_slots:
+            arr = self.decode_payload(buf)
+        return ndarray_copy(arr, out) if out is not None else arr
 
     def decode_payload(self, buf) -> np.ndarray:
         """The chunk a payload holds (:func:`inr_codecs.decode`, plus what this codec's

@@ -7,7 +7,8 @@ Every method of the registry gets one, generated from its codec: ``<Name>Codec``
 ``<Name>Serializer`` (``SIRENSerializer``, ``SCISerializer``, ...), registered with zarr under
 the codec's id (``inr_codecs.siren``, ...). The JSON metadata is
 ``{"name": "inr_codecs.siren", "configuration": {...}}`` with the codec's configuration keys.
-Encoding and decoding run in a worker thread so zarr's event loop stays free.
+Encoding and decoding run in a worker thread so zarr's event loop stays free; decodes share
+:data:`inr_codecs.codec.decode_slots` (as many at once as there are cores).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
 
 from . import registry
-from .codec import InrCodec
+from .codec import InrCodec, decode_slots
 from .payload import PayloadError
 
 
@@ -89,7 +90,8 @@ class InrSerializer(ArrayBytesCodec):
         return chunk_spec.prototype.buffer.from_bytes(out)
 
     def _decode_sync(self, chunk_bytes, chunk_spec):
-        arr = self.codec.decode_payload(chunk_bytes.as_numpy_array())
+        with decode_slots:
+            arr = self.codec.decode_payload(chunk_bytes.as_numpy_array())
         want = _native(chunk_spec.dtype)
         if arr.shape != tuple(chunk_spec.shape) or arr.dtype.kind + str(arr.dtype.itemsize) != (
                 want.kind + str(want.itemsize)):

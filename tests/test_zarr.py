@@ -177,3 +177,44 @@ def test_concurrent_use_of_one_instance_matches_sequential():
     assert parallel == sequential
     for p, d in zip(sequential, decoded):
         assert np.array_equal(codec.decode(p), d)
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_zarr_reads_decode_at_most_decode_threads_chunks_at_once(tmp_path, volume, monkeypatch, fmt):
+    """Decoding is CPU-bound: however many threads zarr reads with, at most DECODE_THREADS chunk
+    decodes run at once (the others wait), and the read is complete."""
+    import threading
+    import time
+
+    from inr_codecs import codec as codec_module
+    path = str(tmp_path / "a.zarr")
+    _write(path, volume, fmt)
+    monkeypatch.setattr(codec_module, "decode_slots", threading.BoundedSemaphore(2))
+    monkeypatch.setattr(sys.modules["inr_codecs.zarr3"], "decode_slots", codec_module.decode_slots)
+    lock, running, peak = threading.Lock(), [0], [0]
+    real = registry.decode
+
+    def tracking(buf):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)                # long enough for zarr's other threads to start theirs
+        try:
+            return real(buf)
+        finally:
+            with lock:
+                running[0] -= 1
+    monkeypatch.setattr(registry, "decode", tracking)
+    got = zarr.open_array(path, mode="r")[:]      # zarr's pool: cores + 4 threads, at least 5
+    assert peak[0] == 2
+    assert np.array_equal(got, zarr.open_array(path, mode="r")[:])
+
+
+def test_decode_threads_setting_is_checked(monkeypatch):
+    from inr_codecs.codec import _decode_threads
+    monkeypatch.setenv("INR_CODECS_DECODE_THREADS", "3")
+    assert _decode_threads() == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("INR_CODECS_DECODE_THREADS", bad)
+        with pytest.raises(ValueError, match="INR_CODECS_DECODE_THREADS"):
+            _decode_threads()

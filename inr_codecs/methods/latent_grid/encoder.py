@@ -34,6 +34,8 @@ LOG2_B_START = -2.0       # initial log2 scale: latents start at zero
 REPAIR_ROUNDS = 2          # refits of over-budget (or, with psnr=, short) chunks with a tighter target
 MAX_EXPONENT = 20          # stored weights are multiples of 2**-20 or coarser
 PSNR_MARGIN = 0.1          # psnr= mode: the fit aims this many dB above the target
+CALIBRATE_AT = 0.5         # ratio mode: halfway through the fit every chunk is packed as it stands, and its rate
+SPEND = 0.97               # ... target raised by what its payload lacks of this share of the budget (None: off)
 CONV_FRACTION = 0.2        # conv_stage=True: the last fifth of the steps train on whole chunks, with the stage
 CONV_LR = 0.2              # ... from this share of the learning rate
 UPSAMPLINGS = ("linear", "learned")
@@ -220,9 +222,12 @@ class LatentGridCodec(InrCodec):
         n = len(arrs)
         targets, target_bits, norm, mse = self._targets(model, arrs, ranges, latent_bytes)
         params = model.init(n)[:1] if self.shared else model.init(n)
-        fitted = self._fit_all(model, params, targets, target_bits, norm, mse)
-        params, steps, lams = fitted.params, fitted.steps.copy(), model.last_lambda.copy()
         header = header_for(arrs[0], self.method_id)
+        if self.psnr is None:       # the targets above are estimates: calibrated on packed payloads
+            model.calibration = (lambda i, p: len(model.pack(header, *ranges[i], p)), SPEND * budget)
+        fitted = self._fit_all(model, params, targets, target_bits, norm, mse)
+        model.calibration = None
+        params, steps, lams = fitted.params, fitted.steps.copy(), model.last_lambda.copy()
         out = [model.pack(header, lo, hi, [p[i] for p in params]) for i, (lo, hi) in enumerate(ranges)]
         quality = self._quality(arrs, out)
         for _ in range(REPAIR_ROUNDS):
@@ -393,6 +398,7 @@ class _Model:
         self.dense = False        # the convolution stage is on: whole-chunk passes (set by the codec's fit)
         self.q_max = fmt.weight_radius(bits)
         self.last_lambda = None
+        self.calibration = None   # (measure(i, params of chunk i) -> payload bytes, goal bytes): see _calibrate
         self.noisy = None
         self.tied = tied          # one set of networks for the batch (fit_networks): network 0's, used by all
         self.frozen = None        # shared networks given (fmt.Networks): only latents train
@@ -452,6 +458,9 @@ class _Model:
                                                                                device=device)
         start = np.log(LAMBDA0) if lam is None else np.log(np.asarray(lam))
         self.log_lam = torch.as_tensor(np.broadcast_to(start, len(target_bits)).copy(), device=device)
+        self.calls = 0
+        self.calibrate_at = (max(1, round(CALIBRATE_AT * options.steps))
+                             if self.calibration is not None and CALIBRATE_AT is not None and not self.tied else None)
 
     def _levels(self, lat):
         """Latent grids (b, *shape) of flat latents (b, 1, M), finest first."""
@@ -587,12 +596,27 @@ class _Model:
             # the controller steers the rate of the rounded latents (what is coded): the noisy
             # rate has a floor of ~0.1-0.2 bits per latent that low targets fall below
             coded = bits if self.noisy is None else self.rate(torch, params)
+            if self.calls == self.calibrate_at:
+                self._calibrate(torch, params, rows, coded)
+            self.calls += 1
             err = torch.log(coded.double().clamp(min=1.0) / self.target[rows])
             if self.mse is not None and sq is not None:     # psnr=: raise the weight while the error is low
                 err = torch.maximum(err, torch.log(self.mse[rows] / sq.double().mean(1).clamp(min=1e-12)))
             self.log_lam[rows] += self.dual * err.clamp(-1, 1)
             self.last_lambda = torch.exp(self.log_lam).cpu().numpy()
         return torch.exp(self.log_lam[rows]).float() * bits / self.norm[rows]
+
+    def _calibrate(self, torch, params, rows, coded) -> None:
+        """Raise the rate targets of the chunks ``rows`` by what their payloads, packed as they
+        stand (``params`` as the step uses them: rounded latents), lack of the goal: the targets
+        were estimates (the weights' bytes, the coder's quantised tables). Never lowered: a chunk
+        that ends over budget is refitted (the repair in encode_arrays)."""
+        measure, goal = self.calibration
+        use = [p.detach().cpu().numpy() for p in (params if self.frozen is None else params[:1])]
+        use[0] = use[0] / LATENT_GAIN
+        sizes = [measure(int(i), [p[j] for p in use]) for j, i in enumerate(rows.cpu().numpy())]
+        gap = torch.as_tensor(goal - np.asarray(sizes, np.float64), device=coded.device)
+        self.target[rows] = torch.maximum(self.target[rows], coded.double() + 8 * gap)
 
     # numpy -----------------------------------------------------------------------------
     def grids(self, latents):

@@ -92,14 +92,23 @@ def quantise_params(mu, log2_b, radius_mu: int):
     return base.astype(np.int64), frac, scale
 
 
+def _runs(keys: np.ndarray):
+    """(order, runs): the stable order that sorts ``keys`` and (key, start, stop) of each run of
+    one key in it, keys ascending. Table keys are small: a radix sort of them as int16."""
+    keys = np.asarray(keys, np.int64)
+    small = keys.size and 0 <= keys.min() and keys.max() < 1 << 15
+    order = np.argsort(keys.astype(np.int16) if small else keys, kind="stable")
+    sorted_keys = keys[order]
+    cuts = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    starts = np.concatenate([[0], cuts]).astype(np.int64)
+    ends = np.concatenate([cuts, [len(keys)]]).astype(np.int64)
+    return order, [(int(sorted_keys[a]), int(a), int(b)) for a, b in zip(starts, ends) if b > a]
+
+
 def _groups(keys: np.ndarray):
     """(key, positions) of each distinct key, keys ascending, positions in order."""
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    cuts = np.flatnonzero(np.diff(sorted_keys)) + 1
-    starts = np.concatenate([[0], cuts])
-    ends = np.concatenate([cuts, [len(keys)]])
-    return [(int(sorted_keys[a]), order[a:b]) for a, b in zip(starts, ends) if b > a]
+    order, runs = _runs(keys)
+    return [(key, order[a:b]) for key, a, b in runs]
 
 
 def cost_bits(values, base, frac, scale, radius: int) -> float:
@@ -146,14 +155,18 @@ class Decoder:
     def read(self, base, frac, scale, radius: int) -> np.ndarray:
         """The integers of one :meth:`Encoder.add` call with the same bases and tables."""
         base = np.asarray(base, np.int64)
-        out = np.empty(base.shape, np.int64)
         keys = np.asarray(frac, np.int64) * N_SCALES + np.asarray(scale, np.int64)
-        for key, pos in _groups(keys):
+        order, runs = _runs(keys.reshape(-1))
+        sym = np.empty(order.shape, np.int64)          # symbols in key order, one call per table
+        for key, a, b in runs:
             try:
-                sym = self.coder.decode(model(key // N_SCALES, key % N_SCALES, radius), len(pos))
+                sym[a:b] = self.coder.decode(model(key // N_SCALES, key % N_SCALES, radius), b - a)
             except Exception as e:      # constriction reports an exhausted or invalid stream
                 raise PayloadError(f"latent-grid entropy stream is corrupt: {e}") from e
-            out[pos] = np.asarray(sym, np.int64) - radius + base[pos]
+        out = np.empty(base.shape, np.int64)
+        out.reshape(-1)[order] = sym
+        out -= radius
+        out += base
         return out
 
     def done(self) -> None:

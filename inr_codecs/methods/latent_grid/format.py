@@ -37,17 +37,19 @@ import binascii
 import hashlib
 import math
 import struct
+import threading
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
 from ... import payload
-from ...codec import denormalise, pack_range, read_range
+from ...codec import denormalise_into, pack_range, read_range
 from ...payload import Header, PayloadError, Reader
 from . import entropy
-from .model import (ACT_BITS, CONV_WIDTH, EXACT, FILTER_BITS, INTERP_BITS, axis_table, check_exact, filter_gain,
-                    fixed_conv_stage, FixedMLP, level_shapes, n_context, parity, prefilter, round_to,
-                    upsample)
+from .model import (ACT_BITS, CONV_WIDTH, EXACT, FILTER_BITS, INTERP_BITS, axis_matrix, check_exact, filter_gain,
+                    fixed_conv_stage, FixedMLP, level_shapes, n_context, prefilter, round_to,
+                    upsample_trailing)
 
 METHOD_ID = 3
 MAX_LEVELS = 8
@@ -55,7 +57,7 @@ MAX_FIRST = 7                            # first + levels - 1 <= MAX_FIRST: the 
 MAX_HIDDEN = 3
 MAX_NDIM = 4                             # interpolation stays exact in binary64 up to 4 axes
 FIXED = struct.Struct("<BBBBB")          # first, levels, latent_max, weight_bits, n_hidden
-DECODE_VOXELS = 1 << 13                  # voxels per synthesis tile (fits the caches)
+DECODE_VOXELS = 1 << 17                  # voxels per synthesis tile (long GIL-free calls: threads decode chunks in parallel)
 FLAG_SHARED = 1                          # networks in the codec configuration, not the payload
 FLAG_UPSAMPLE = 2                        # learned upsampling (prefilter taps per level)
 FLAG_CONV = 4                            # residual convolution stage after the synthesis MLP
@@ -264,29 +266,59 @@ def describe(data) -> Body:
 
 # --- the coded content, shared by encoder and decoder -------------------------------------------
 
-def _parent_columns(parent: np.ndarray, shape) -> np.ndarray:
-    """Context columns from the coarser level for every cell of a grid of ``shape``: the parent
-    (index // 2), then per axis its neighbours at -1 and +1, 0 outside; (1 + 2 d, cells). Equal to the first
-    columns of :func:`model.context_features`, by slicing a 2x-repeated zero-padded parent."""
+class _Pass(NamedTuple):
+    """One checkerboard pass of one level, as flat indices (C order) for the decoder's gathers."""
+
+    cells: np.ndarray             # the pass's cells in the level's grid
+    padded: np.ndarray            # the same cells in the zero-padded grid (a layer of zeros around it)
+    parents: np.ndarray | None    # their parents' cells in the coarser level's grid (None: coarsest level)
+    neighbours: np.ndarray        # (k, 2 d) their face neighbours in the padded grid (second pass only)
+
+
+class _Level(NamedTuple):
+    passes: tuple[_Pass, _Pass]
+    parent_context: np.ndarray | None   # (M, 1 + 2 d): per coarser-level cell, its context cells in its padded grid
+
+
+def _faces(d: int) -> list[tuple[int, int]]:
+    """(axis, offset) of the face-neighbour columns of :func:`model.context_features`, in order."""
+    return [(a, -step) for a in range(d) for step in (1, -1)]
+
+
+def _neighbourhood(shape, coords: np.ndarray) -> np.ndarray:
+    """(k, 1 + 2 d) flat indices in the zero-padded grid of ``shape``: cells ``coords`` (d, k) and their face neighbours."""
+    padded = tuple(k + 2 for k in shape)
+    here = np.ravel_multi_index(coords + 1, padded)
+    steps = [o * math.prod(padded[a + 1:]) for a, o in _faces(len(shape))]
+    return here[:, None] + np.array([0] + steps, np.intp)
+
+
+@lru_cache(maxsize=4)
+def _context_plan(shape: tuple[int, ...], first: int, levels: int) -> tuple[_Level, ...]:
+    """Gather indices of :func:`code_latents` for chunks of ``shape``, per level (finest first):
+    the columns of :func:`model.context_features` become gathers from zero-padded grids (a
+    neighbour outside the grid reads the padding). Cached per shape (read-only arrays)."""
+    shapes = level_shapes(shape, first, levels)
     d = len(shape)
-    rep = np.pad(parent, 1)
-    for a in range(d):
-        rep = np.repeat(rep, 2, axis=a)
-    offsets = [(0,) * d] + [tuple(-step if b == a else 0 for b in range(d)) for a in range(d) for step in (1, -1)]
-    return np.stack([rep[tuple(slice(2 + 2 * o, 2 + 2 * o + n) for o, n in zip(off, shape))].reshape(-1)
-                     for off in offsets])
-
-
-def _neighbour_columns(grid: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Per axis the neighbours at -1 and +1 (0 outside) of ``cells`` (flat indices) in ``grid``: (2 d, cells)."""
-    d, pad = grid.ndim, np.pad(grid, 1)
-    cols = []
-    for a in range(d):
-        for step in (1, -1):
-            sl = tuple(slice(1 - (step if b == a else 0), 1 - (step if b == a else 0) + n)
-                       for b, n in enumerate(grid.shape))
-            cols.append(pad[sl].reshape(-1)[cells])
-    return np.stack(cols)
+    plan = []
+    for level, m in enumerate(shapes):
+        coords = np.indices(m).reshape(d, -1)
+        odd = coords.sum(0) % 2
+        coarser = shapes[level + 1] if level + 1 < levels else None
+        passes = []
+        for pass_ in (0, 1):
+            cells = np.flatnonzero(odd == pass_)
+            near = _neighbourhood(m, coords[:, cells])
+            parents = None if coarser is None else np.ravel_multi_index(coords[:, cells] // 2, coarser)
+            passes.append(_Pass(cells, near[:, 0].copy(), parents,
+                                near[:, 1:].copy() if pass_ else np.empty((0, 2 * d), np.intp)))
+        context = None if coarser is None else _neighbourhood(coarser, np.indices(coarser).reshape(d, -1))
+        level_plan = _Level(tuple(passes), context)
+        for x in (*(v for q in passes for v in q), context):
+            if x is not None:
+                x.flags.writeable = False
+        plan.append(level_plan)
+    return tuple(plan)
 
 
 def code_latents(fields: Body, shape, ctx: list[np.ndarray], code) -> list[np.ndarray]:
@@ -295,49 +327,84 @@ def code_latents(fields: Body, shape, ctx: list[np.ndarray], code) -> list[np.nd
     Returns the latent grids, finest first (float64, integer-valued).
 
     The context MLP is :func:`model.context_features` then :func:`model.mlp` with
-    ``floor_to(ACT_BITS)``, evaluated by parts (parent columns once per level, neighbour columns
-    for the second pass only); every sum is exact, so the values are the same."""
+    ``floor_to(ACT_BITS)``, evaluated by parts, with the context columns gathered from
+    zero-padded grids (:func:`_context_plan`): the parent columns are the same for the 2**d
+    cells of a parent, so their share of the first layer is computed once per parent, and a
+    first-pass cell's whole context (parent, level and pass) is its parent's: its table is
+    computed once per parent. Every sum is exact, so the values are the same."""
     d, levels = len(shape), fields.levels
-    shapes = level_shapes(shape, fields.first, levels)
+    shape = tuple(int(n) for n in shape)
+    plan, shapes = _context_plan(shape, fields.first, levels), level_shapes(shape, fields.first, levels)
     w0, b0, w1, b1 = ctx
     w_parent, w_nb, w_pass, w_level = w0[:1 + 2 * d], w0[1 + 2 * d:1 + 4 * d], w0[1 + 4 * d], w0[2 + 4 * d:]
     up = 2.0 ** ACT_BITS
-    grids: list[np.ndarray | None] = [None] * levels
+
+    def tables(h):
+        """Table keys from first-layer pre-activations h (cells, ctx_width); h is overwritten."""
+        h *= up
+        np.floor(h, out=h)
+        np.maximum(h, 0, out=h)
+        out = h @ w1
+        out += b1.reshape(-1) * up
+        out *= 1.0 / up
+        return entropy.quantise_params(out[:, 0], out[:, 1], fields.latent_max)
+
+    padded: list[np.ndarray | None] = [None] * (levels + 1)
     for level in reversed(range(levels)):
-        m = shapes[level]
-        const = w_level[level] + b0.reshape(-1)
-        hp = w_parent.T @ _parent_columns(grids[level + 1], m) if level + 1 < levels else None
-        odd = parity(np, None, m).reshape(-1)
-        grid = np.zeros(m, np.float64)
+        grid = np.zeros(tuple(k + 2 for k in shapes[level]), np.float64)
         flat = grid.reshape(-1)
-        for pass_ in (0, 1):
-            cells = np.flatnonzero(odd == pass_)
-            if not len(cells):
+        const = w_level[level] + b0.reshape(-1)
+        level_plan = plan[level]
+        if padded[level + 1] is None:
+            by_parent = const[None, :]                       # no parent: one context for the level
+        else:
+            by_parent = padded[level + 1].reshape(-1)[level_plan.parent_context] @ w_parent
+            by_parent += const
+        for pass_, p in enumerate(level_plan.passes):
+            k = len(p.cells)
+            if not k:
                 continue
-            h = np.repeat(const[:, None], len(cells), 1) if hp is None else hp[:, cells] + const[:, None]
-            if pass_:
-                h += w_nb.T @ _neighbour_columns(grid, cells)
-                h += w_pass[:, None]
-            h *= up
-            np.floor(h, out=h)
-            np.maximum(h, 0, out=h)
-            out = w1.T @ h
-            out += (b1.reshape(-1) * up)[:, None]
-            out *= 1.0 / up
-            base, frac, scale = entropy.quantise_params(out[0], out[1], fields.latent_max)
-            values = code(base, frac, scale, cells, level)
+            if pass_ == 0:
+                keys = tables(by_parent.copy())
+                pick = np.zeros(k, np.intp) if p.parents is None else p.parents
+                base, frac, scale = (key[pick] for key in keys)
+            else:
+                h = by_parent[np.zeros(k, np.intp) if p.parents is None else p.parents]
+                h += flat[p.neighbours] @ w_nb
+                h += w_pass
+                base, frac, scale = tables(h)
+            values = code(base, frac, scale, p.cells, level)
             if np.any(np.abs(values) > fields.latent_max):
                 raise PayloadError(f"latent beyond latent_max {fields.latent_max}")
-            flat[cells] = values
-        grids[level] = grid
-    return grids
+            flat[p.padded] = values
+        padded[level] = grid
+    return [np.ascontiguousarray(g[(slice(1, -1),) * d]) for g in padded[:levels]]
 
 
-def synthesise(fields: Body, shape, grids: list[np.ndarray], weights: list[np.ndarray]) -> np.ndarray:
-    """The chunk's normalised values (float64, flat C order) from decoded latents, in tiles of
-    rows of the first axis: the trailing axes are interpolated once per level (small grids), the
-    first axis per tile, into a (levels + 1, voxels) feature matrix for :class:`model.FixedMLP`.
-    ``weights``: the stored tensors (:func:`tensor_shapes` order)."""
+def _scratch(name: str, shape) -> np.ndarray:
+    """A float64 work array of ``shape``, reused by the calling thread's later decodes (fresh
+    multi-megabyte temporaries cost page faults that are a large share of a chunk's decode).
+    Its contents are left over from earlier use. A thread keeps at most the synthesis tile's
+    features and output, (MAX_LEVELS + 2) * DECODE_VOXELS doubles (10 MB)."""
+    n = math.prod(shape)
+    cache = _SCRATCH.__dict__
+    if cache.get(name) is None or cache[name].size < n:
+        cache[name] = np.empty(n, np.float64)
+    return cache[name][:n].reshape(shape)
+
+
+_SCRATCH = threading.local()
+
+
+def synthesise(fields: Body, shape, grids: list[np.ndarray], weights: list[np.ndarray], dtype) -> np.ndarray:
+    """The chunk's values in ``dtype`` (flat C order) from decoded latents, in tiles of rows of
+    the first axis: the trailing axes are interpolated once per level (small grids), the first
+    axis per tile, into a (levels + 1, voxels) feature matrix for :class:`model.FixedMLP`, whose
+    output is denormalised into the result tile by tile (whole chunk with the convolution stage).
+    ``weights``: the stored tensors (:func:`tensor_shapes` order).
+
+    The interpolation is computed as products with :func:`model.axis_matrix` (two integer
+    weights per row: exact, whatever the BLAS)."""
     d = len(shape)
     parts = tensor_parts(fields.hidden, fields.flags)
     scale = 2.0 ** (ACT_BITS - INTERP_BITS * d)      # features as integers times 2**ACT_BITS
@@ -346,29 +413,33 @@ def synthesise(fields: Body, shape, grids: list[np.ndarray], weights: list[np.nd
         grids = [prefilter(np, g, tuple(t), d, round_to(bits)) * 2.0 ** bits
                  for g, t in zip(grids, weights[parts.prefilter])]
         scale *= 2.0 ** -bits
-    tables = [[axis_table(n, m, fields.first + i) for n, m in zip(shape, g.shape)] for i, g in enumerate(grids)]
-    partial = [upsample(np, g, t[1:], first_axis=1).reshape(g.shape[0], -1) for g, t in zip(grids, tables)]
-    row = math.prod(shape[1:])
+    matrices = [[axis_matrix(n, m, fields.first + i) for n, m in zip(shape, g.shape)] for i, g in enumerate(grids)]
+    partial = [upsample_trailing(g, a[1:]).reshape(g.shape[0], -1) for g, a in zip(grids, matrices)]
+    first = [a[0] * scale for a in matrices]        # axis 0 and the scaling (a power of two: exact) in one
+    row, voxels = math.prod(shape[1:]), math.prod(shape)
     rows_per_tile = max(1, DECODE_VOXELS // max(1, row))
-    out = np.empty(math.prod(shape), np.float64)
+    result = np.empty(voxels, dtype)
+    whole = np.empty(voxels) if parts.conv is not None else None
     mlp = FixedMLP(weights[parts.mlp])
     levels = len(grids)
-    buffer = np.ones((levels + 1, rows_per_tile * row), np.float64)   # features, then a row of ones
+    buffer = _scratch("features", (levels + 1, rows_per_tile * row))   # features, then a row of ones
+    buffer[levels] = 1.0
     for start in range(0, shape[0], rows_per_tile):
         stop = min(shape[0], start + rows_per_tile)
+        tile = slice(start * row, stop * row)
         feats = buffer[:, :(stop - start) * row]
-        for lvl, (p, t) in enumerate(zip(partial, tables)):
-            i0, i1, w0, w1 = (a[start:stop] for a in t[0])
-            f = feats[lvl].reshape(stop - start, row)
-            np.multiply(p[i0], w0[:, None].astype(np.float64), out=f)
-            f += p[i1] * w1[:, None].astype(np.float64)
-        if scale != 1:
-            feats[:levels] *= scale
-            np.floor(feats[:levels], out=feats[:levels])
-        out[start * row:stop * row] = mlp(feats)[0]
-    if parts.conv is not None:
-        out = fixed_conv_stage(out.reshape(shape), weights[parts.conv]).reshape(-1)
-    return out
+        for lvl, (p, a) in enumerate(zip(partial, first)):
+            np.matmul(a[start:stop], p, out=feats[lvl].reshape(stop - start, row))
+        np.floor(feats[:levels], out=feats[:levels])
+        if whole is not None:
+            mlp(feats, out=whole[None, tile])
+        else:
+            y = mlp(feats, out=_scratch("output", (1, feats.shape[1])))[0]
+            denormalise_into(y, fields.lo, fields.hi, result[tile])
+    if whole is not None:
+        y = fixed_conv_stage(whole.reshape(shape), weights[parts.conv]).reshape(-1)
+        denormalise_into(y, fields.lo, fields.hi, result)
+    return result
 
 
 def decode_body(header: Header, r: Reader, networks: Networks | None = None) -> np.ndarray:
@@ -400,8 +471,7 @@ def decode_body(header: Header, r: Reader, networks: Networks | None = None) -> 
                          lambda base, frac, scale, cells, level: dec.read(base, frac, scale,
                                                                           latent_radius(fields.latent_max)))
     dec.done()
-    y = synthesise(fields, header.shape, grids, weights)
-    return denormalise(y, fields.lo, fields.hi, header.dtype)
+    return synthesise(fields, header.shape, grids, weights, header.dtype)
 
 
 def _shared_weights(fields: Body, ndim: int, networks: Networks | None):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -60,6 +61,34 @@ def axis_table(n: int, m: int, scale: int):
     w1 = np.where(end, 0, w1)
     i1 = np.minimum(i0 + 1, m - 1)
     return i0, i1, one - w1, w1
+
+
+@lru_cache(maxsize=64)
+def axis_matrix(n: int, m: int, scale: int) -> np.ndarray:
+    """:func:`axis_table` as a dense (n, m) float64 matrix of integer weights (two per row), for the
+    decoder: ``axis_matrix(...) @ a`` interpolates ``a`` along its first axis as :func:`upsample`
+    does, in one matrix product (exact: integers, at most two nonzero terms per sum). Read-only."""
+    i0, i1, w0, w1 = axis_table(n, m, scale)
+    a = np.zeros((n, m), np.float64)
+    rows = np.arange(n)
+    np.add.at(a, (rows, i0), w0)
+    np.add.at(a, (rows, i1), w1)
+    a.flags.writeable = False
+    return a
+
+
+def upsample_trailing(grid: np.ndarray, matrices) -> np.ndarray:
+    """The decoder's :func:`upsample` of ``grid`` (float64, integer-valued) along its axes 1, 2, ...
+    by ``matrices`` (:func:`axis_matrix`, one per axis from axis 1), as matrix products: the same
+    exact values. Axis 0 is left as it is."""
+    for j, a in enumerate(matrices, 1):
+        shape = grid.shape
+        if j == grid.ndim - 1:
+            grid = (grid.reshape(-1, shape[j]) @ a.T).reshape(shape[:j] + (a.shape[0],))
+        else:
+            grid = np.matmul(a, grid.reshape(math.prod(shape[:j]), shape[j], -1)).reshape(
+                shape[:j] + (a.shape[0],) + shape[j + 1:])
+    return grid
 
 
 def _along(a, axis: int, idx):
@@ -142,9 +171,10 @@ class FixedMLP:
                         for i in range(0, len(params), 2)]
         self.buffers = [np.ones((w.shape[0] + 1, self.TILE)) for w in self.weights[:-1]]
 
-    def __call__(self, x):
+    def __call__(self, x, out=None):
+        """``out``: (outputs, voxels) float64 to write into (default: a new array)."""
         last = self.weights[-1]
-        out = np.empty((last.shape[0], x.shape[1]))
+        out = np.empty((last.shape[0], x.shape[1])) if out is None else out
         for start in range(0, x.shape[1], self.TILE):
             h = x[:, start:start + self.TILE]
             k = h.shape[1]
