@@ -14,7 +14,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 from numcodecs.abc import Codec
-from numcodecs.compat import ensure_ndarray_like, ndarray_copy
+from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like, ndarray_copy
 
 from . import payload, quant
 from .fit import OPTION_NAMES, FitOptions
@@ -41,6 +41,33 @@ def _decode_threads() -> int:
 #: only contend for the GIL. The cores this process may use, or ``INR_CODECS_DECODE_THREADS``.
 DECODE_THREADS = _decode_threads()
 decode_slots = threading.BoundedSemaphore(DECODE_THREADS)
+
+
+def expect_chunk(header: Header, shape, dtype) -> None:
+    """Raise PayloadError unless a payload's header declares a chunk of ``shape`` and ``dtype``
+    (kind and size; byte order aside): checked before decoding, so that a chunk of another array
+    (same byte count, other dtype or shape) is refused instead of read bit-cast."""
+    dtype = np.dtype(dtype)
+    if tuple(header.shape) != tuple(shape) or (header.dtype.kind, header.dtype.itemsize) != (
+            dtype.kind, dtype.itemsize):
+        raise PayloadError(f"payload holds a {tuple(header.shape)} {header.dtype} chunk but the array expects "
+                           f"{tuple(shape)} {dtype}")
+
+
+def check_out(header: Header, out) -> None:
+    """Raise PayloadError unless numcodecs' ``out`` can take the payload's chunk as it is: a flat
+    byte buffer of its size, or an array of its dtype (kind and size) and element count, and of its
+    shape when ``out`` has more than one axis."""
+    o = ensure_ndarray_like(out)
+    raw = o.ndim <= 1 and o.dtype.itemsize == 1
+    if raw and o.nbytes == header.nbytes:
+        return
+    if o.ndim > 1:
+        expect_chunk(header, o.shape, o.dtype)
+    elif raw or o.size != math.prod(header.shape) or (o.dtype.kind, o.dtype.itemsize) != (
+            header.dtype.kind, header.dtype.itemsize):
+        raise PayloadError(f"payload holds a {tuple(header.shape)} {header.dtype} chunk; out is "
+                           f"{o.shape} {o.dtype}")
 
 
 class BudgetError(ValueError):
@@ -228,6 +255,9 @@ class InrCodec(Codec):
         return self.encode_batch([buf])[0].payload
 
     def decode(self, buf, out=None):
+        if out is not None:             # before decoding: a chunk of another array is refused unread
+            header, _ = payload.unpack(ensure_contiguous_ndarray(buf))
+            check_out(header, out)
         with decode_slots:
             arr = self.decode_payload(buf)
         return ndarray_copy(arr, out) if out is not None else arr

@@ -19,6 +19,8 @@ This module only frames payloads; methods own their bodies, and the registry
 """
 from __future__ import annotations
 
+import math
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -35,6 +37,26 @@ _PRE = struct.Struct("<4sBB3scB")   # magic, version, method, dtype, order, ndim
 _U32 = struct.Struct("<I")
 MAX_NDIM = 32
 
+#: The dtype field's only spellings: numpy's ``dtype.str`` of each supported dtype in either byte
+#: order (``|`` for single bytes), 14 in all; the field is looked up, never parsed.
+DTYPE_FIELDS = {np.dtype(s).newbyteorder(o).str.encode("ascii"): np.dtype(s).newbyteorder(o)
+                for s in SUPPORTED_DTYPES for o in "<>"}
+
+
+def _max_chunk_bytes() -> int:
+    value = os.environ.get("INR_CODECS_MAX_CHUNK_BYTES", "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"INR_CODECS_MAX_CHUNK_BYTES must be a positive integer, not {value!r}")
+        return int(value)
+    return 2 ** 31
+
+
+#: Largest decoded chunk, in bytes, that a payload may declare (a reader refuses larger ones before
+#: allocating anything, so a small forged payload cannot ask for gigabytes); writers refuse them too.
+#: 2 GiB, or ``INR_CODECS_MAX_CHUNK_BYTES``; may be changed at run time.
+MAX_CHUNK_BYTES = _max_chunk_bytes()
+
 
 class PayloadError(ValueError):
     """A payload is corrupt, truncated, or not an inr-codecs payload."""
@@ -50,7 +72,7 @@ class Header:
     @property
     def nbytes(self) -> int:
         """Bytes of the raw (decoded) chunk."""
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def check_dtype(dtype) -> np.dtype:
@@ -75,6 +97,12 @@ def pack(header: Header, body: bytes) -> bytes:
         raise ValueError(f"order must be 'C' or 'F', not {header.order!r}")
     if not 1 <= len(header.shape) <= MAX_NDIM:
         raise ValueError(f"chunks must have 1..{MAX_NDIM} axes, not {len(header.shape)}")
+    if not all(1 <= int(n) < 2 ** 32 for n in header.shape):
+        raise ValueError(f"every chunk axis must have 1..2**32 - 1 elements, not {tuple(header.shape)}")
+    nbytes = math.prod(int(n) for n in header.shape) * dt.itemsize
+    if nbytes > MAX_CHUNK_BYTES:
+        raise ValueError(f"a chunk of {nbytes} bytes is beyond the {MAX_CHUNK_BYTES} a reader accepts "
+                         "(inr_codecs.payload.MAX_CHUNK_BYTES, INR_CODECS_MAX_CHUNK_BYTES): use smaller chunks")
     parts = [
         _PRE.pack(MAGIC, VERSION, header.method, dt.str.encode("ascii"),
                   header.order.encode("ascii"), len(header.shape)),
@@ -109,10 +137,10 @@ def unpack(payload) -> tuple[Header, memoryview]:
     # (An unknown method id is the registry's to report.)
     if order not in (b"C", b"F") or not 1 <= ndim <= MAX_NDIM:
         raise PayloadError(f"bad order {order!r} or ndim {ndim} in payload header")
-    try:
-        dtype = check_dtype(dts.decode("ascii"))
-    except (TypeError, UnicodeDecodeError) as e:
-        raise PayloadError(f"bad dtype {bytes(dts)!r} in payload header") from e
+    dtype = DTYPE_FIELDS.get(bytes(dts))
+    if dtype is None:
+        raise PayloadError(f"bad dtype {bytes(dts)!r} in payload header (one of "
+                           f"{b' '.join(DTYPE_FIELDS).decode()})")
     off = _PRE.size
     if n < off + 4 * ndim + 8:
         raise PayloadError("payload truncated inside its header")
@@ -122,6 +150,12 @@ def unpack(payload) -> tuple[Header, memoryview]:
     off += 4
     if off + body_len + 4 != n:
         raise PayloadError(f"payload length {n} does not match its header (body of {body_len} bytes)")
+    if 0 in shape:
+        raise PayloadError(f"payload declares an empty chunk shape {tuple(shape)}")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > MAX_CHUNK_BYTES:
+        raise PayloadError(f"payload declares a chunk of {nbytes} bytes, beyond the limit of {MAX_CHUNK_BYTES} "
+                           "(inr_codecs.payload.MAX_CHUNK_BYTES, or INR_CODECS_MAX_CHUNK_BYTES)")
     return Header(method, dtype, order.decode(), tuple(shape)), buf[off:off + body_len]
 
 

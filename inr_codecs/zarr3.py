@@ -22,9 +22,8 @@ from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
 
-from . import registry
-from .codec import InrCodec, decode_slots
-from .payload import PayloadError
+from . import payload, registry
+from .codec import InrCodec, decode_slots, expect_chunk
 
 
 def _smallest_chunk(chunk_grid) -> tuple[int, ...] | None:
@@ -90,14 +89,12 @@ class InrSerializer(ArrayBytesCodec):
         return chunk_spec.prototype.buffer.from_bytes(out)
 
     def _decode_sync(self, chunk_bytes, chunk_spec):
-        with decode_slots:
-            arr = self.codec.decode_payload(chunk_bytes.as_numpy_array())
+        buf = chunk_bytes.as_numpy_array()
         want = _native(chunk_spec.dtype)
-        if arr.shape != tuple(chunk_spec.shape) or arr.dtype.kind + str(arr.dtype.itemsize) != (
-                want.kind + str(want.itemsize)):
-            raise PayloadError(
-                f"payload holds a {arr.shape} {arr.dtype} chunk but the array expects "
-                f"{tuple(chunk_spec.shape)} {want}")
+        header, _ = payload.unpack(buf)        # before decoding: a chunk of another array is refused unread
+        expect_chunk(header, chunk_spec.shape, want)
+        with decode_slots:
+            arr = self.codec.decode_payload(buf)
         return chunk_spec.prototype.nd_buffer.from_numpy_array(arr.astype(want, copy=False))
 
     async def _encode_single(self, chunk_array, chunk_spec):

@@ -218,3 +218,28 @@ def test_decode_threads_setting_is_checked(monkeypatch):
         monkeypatch.setenv("INR_CODECS_DECODE_THREADS", bad)
         with pytest.raises(ValueError, match="INR_CODECS_DECODE_THREADS"):
             _decode_threads()
+
+
+def test_v3_refuses_a_chunk_of_another_dtype_or_shape_before_decoding(tmp_path, monkeypatch):
+    """A valid payload of another array (same byte count, other dtype or shape) in a v3 chunk is a
+    PayloadError, raised from its header: the chunk is never decoded (nor bit-cast)."""
+    import os
+
+    from inr_codecs import PayloadError, payload
+    path = str(tmp_path / "a.zarr")
+    z = zarr.create_array(path, shape=(8, 16, 16), chunks=(8, 16, 16), dtype="uint16", compressors=None,
+                          serializer=fast_serializer(ratio=4, steps=5))
+    calls = []
+    real = registry.decode
+    monkeypatch.setattr(registry, "decode", lambda buf: calls.append(1) or real(buf))
+    key = os.path.join(path, "c", "0", "0", "0")
+    os.makedirs(os.path.dirname(key), exist_ok=True)
+    for dtype, shape in (("<i2", (8, 16, 16)), ("<u2", (16, 8, 16)), ("<f4", (4, 16, 16))):
+        with open(key, "wb") as f:
+            f.write(payload.pack(payload.Header(0, np.dtype(dtype), "C", shape), np.ones(1, dtype).tobytes()))
+        with pytest.raises(PayloadError, match="array expects"):
+            z[:]
+    assert not calls
+    with open(key, "wb") as f:
+        f.write(payload.pack(payload.Header(0, np.dtype("<u2"), "C", (8, 16, 16)), np.ones(1, "<u2").tobytes()))
+    assert (z[:] == 1).all() and calls
