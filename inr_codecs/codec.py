@@ -25,15 +25,11 @@ CONSTANT = 0
 
 
 def _decode_threads() -> int:
-    value = os.environ.get("INR_CODECS_DECODE_THREADS", "")
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"INR_CODECS_DECODE_THREADS must be a positive integer, not {value!r}")
-        return int(value)
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:          # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return payload.env_count("INR_CODECS_DECODE_THREADS", cores)
 
 
 #: Chunk decodes that run at once through the Zarr codecs (v2 ``decode``, v3 serializers); the

@@ -43,13 +43,19 @@ DTYPE_FIELDS = {np.dtype(s).newbyteorder(o).str.encode("ascii"): np.dtype(s).new
                 for s in SUPPORTED_DTYPES for o in "<>"}
 
 
+def env_count(name: str, default: int) -> int:
+    """A positive integer setting from the environment variable ``name``, else ``default``;
+    ValueError naming the variable for anything else."""
+    value = os.environ.get(name, "")
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
 def _max_chunk_bytes() -> int:
-    value = os.environ.get("INR_CODECS_MAX_CHUNK_BYTES", "")
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"INR_CODECS_MAX_CHUNK_BYTES must be a positive integer, not {value!r}")
-        return int(value)
-    return 2 ** 31
+    return env_count("INR_CODECS_MAX_CHUNK_BYTES", 2 ** 31)
 
 
 #: Largest decoded chunk, in bytes, that a payload may declare (a reader refuses larger ones before
