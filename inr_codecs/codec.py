@@ -39,15 +39,16 @@ DECODE_THREADS = _decode_threads()
 decode_slots = threading.BoundedSemaphore(DECODE_THREADS)
 
 
-def expect_chunk(header: Header, shape, dtype) -> None:
+def expect_chunk(header: Header, shape, dtype, where: str = "") -> None:
     """Raise PayloadError unless a payload's header declares a chunk of ``shape`` and ``dtype``
     (kind and size; byte order aside): checked before decoding, so that a chunk of another array
-    (same byte count, other dtype or shape) is refused instead of read bit-cast."""
+    (same byte count, other dtype or shape) is refused instead of read bit-cast. ``where`` names
+    the chunk in the message (" for chunk (0, 1)")."""
     dtype = np.dtype(dtype)
     if tuple(header.shape) != tuple(shape) or (header.dtype.kind, header.dtype.itemsize) != (
             dtype.kind, dtype.itemsize):
-        raise PayloadError(f"payload holds a {tuple(header.shape)} {header.dtype} chunk but the array expects "
-                           f"{tuple(shape)} {dtype}")
+        raise PayloadError(f"payload{where} holds a {tuple(header.shape)} {header.dtype} chunk; this array's "
+                           f"chunks are {tuple(shape)} {dtype}")
 
 
 def check_out(header: Header, out) -> None:

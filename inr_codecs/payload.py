@@ -80,6 +80,16 @@ class Header:
         """Bytes of the raw (decoded) chunk."""
         return math.prod(self.shape) * self.dtype.itemsize
 
+    def size_error(self) -> str | None:
+        """Why a reader would refuse this header's chunk size (an empty axis, more than
+        MAX_CHUNK_BYTES), or None."""
+        if 0 in self.shape:
+            return f"an empty chunk shape {self.shape}"
+        if self.nbytes > MAX_CHUNK_BYTES:
+            return (f"a chunk of {self.nbytes} bytes, beyond the limit of {MAX_CHUNK_BYTES} "
+                    "(inr_codecs.payload.MAX_CHUNK_BYTES, or INR_CODECS_MAX_CHUNK_BYTES)")
+        return None
+
 
 def check_dtype(dtype) -> np.dtype:
     """Return ``dtype`` as a numpy dtype or raise a TypeError naming the supported ones."""
@@ -103,12 +113,11 @@ def pack(header: Header, body: bytes) -> bytes:
         raise ValueError(f"order must be 'C' or 'F', not {header.order!r}")
     if not 1 <= len(header.shape) <= MAX_NDIM:
         raise ValueError(f"chunks must have 1..{MAX_NDIM} axes, not {len(header.shape)}")
-    if not all(1 <= int(n) < 2 ** 32 for n in header.shape):
+    if not all(0 <= int(n) < 2 ** 32 for n in header.shape):
         raise ValueError(f"every chunk axis must have 1..2**32 - 1 elements, not {tuple(header.shape)}")
-    nbytes = math.prod(int(n) for n in header.shape) * dt.itemsize
-    if nbytes > MAX_CHUNK_BYTES:
-        raise ValueError(f"a chunk of {nbytes} bytes is beyond the {MAX_CHUNK_BYTES} a reader accepts "
-                         "(inr_codecs.payload.MAX_CHUNK_BYTES, INR_CODECS_MAX_CHUNK_BYTES): use smaller chunks")
+    problem = Header(header.method, dt, header.order, tuple(int(n) for n in header.shape)).size_error()
+    if problem:
+        raise ValueError(f"a reader refuses {problem}: use smaller (non-empty) chunks")
     parts = [
         _PRE.pack(MAGIC, VERSION, header.method, dt.str.encode("ascii"),
                   header.order.encode("ascii"), len(header.shape)),
@@ -156,13 +165,11 @@ def unpack(payload) -> tuple[Header, memoryview]:
     off += 4
     if off + body_len + 4 != n:
         raise PayloadError(f"payload length {n} does not match its header (body of {body_len} bytes)")
-    if 0 in shape:
-        raise PayloadError(f"payload declares an empty chunk shape {tuple(shape)}")
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > MAX_CHUNK_BYTES:
-        raise PayloadError(f"payload declares a chunk of {nbytes} bytes, beyond the limit of {MAX_CHUNK_BYTES} "
-                           "(inr_codecs.payload.MAX_CHUNK_BYTES, or INR_CODECS_MAX_CHUNK_BYTES)")
-    return Header(method, dtype, order.decode(), tuple(shape)), buf[off:off + body_len]
+    header = Header(method, dtype, order.decode(), tuple(shape))
+    problem = header.size_error()
+    if problem:
+        raise PayloadError(f"payload declares {problem}")
+    return header, buf[off:off + body_len]
 
 
 class Reader:

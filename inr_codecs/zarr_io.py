@@ -42,7 +42,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import MemoryStore, WrapperStore
 
-from .codec import InrCodec
+from .codec import InrCodec, expect_chunk
 from .payload import PayloadError, unpack
 from .registry import method_for
 from .zarr3 import InrSerializer, as_codec, serializer_for
@@ -328,12 +328,7 @@ class Layout:
             raise PayloadError(f"payload{where} is not bytes-like: {type(payload).__name__}") from e
         except PayloadError as e:
             raise PayloadError(f"payload{where}: {e}") from None
-        dt = self.dtype
-        if header.shape != self.chunks or (header.dtype.kind, header.dtype.itemsize) != (
-                dt.kind, dt.itemsize):
-            raise PayloadError(
-                f"payload{where} holds a {header.shape} {header.dtype} chunk; this array's "
-                f"chunks are {self.chunks} {dt}")
+        expect_chunk(header, self.chunks, self.dtype, where)
 
     def write(self, unit, payloads: Sequence[bytes | None]) -> int:
         """Store a write unit's payloads, given in :meth:`unit_chunks` order (None: an empty

@@ -544,7 +544,7 @@ class _Model:
         if (nets.ndim, nets.levels, nets.hidden, nets.ctx_width, nets.flags) != (
                 len(self.shape), self.levels, self.hidden, self.ctx_width, self.flags):
             raise ValueError("the shared networks' architecture differs from this chunk shape's model")
-        fmt.check_networks(nets.weights(), nets.exps, len(self.shape), self.hidden, self.flags, self.latent_max)
+        self._check(nets.values, nets.exps)
 
     def _check(self, qs, exps) -> None:
         """:func:`format.check_networks` of stored integers and exponents."""

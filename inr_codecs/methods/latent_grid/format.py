@@ -271,11 +271,12 @@ class _Pass(NamedTuple):
 
     cells: np.ndarray             # the pass's cells in the level's grid
     padded: np.ndarray            # the same cells in the zero-padded grid (a layer of zeros around it)
-    parents: np.ndarray | None    # their parents' cells in the coarser level's grid (None: coarsest level)
+    parents: np.ndarray           # their parents' cells in the coarser level's grid (all 0 at the coarsest level)
     neighbours: np.ndarray        # (k, 2 d) their face neighbours in the padded grid (second pass only)
 
 
 class _Level(NamedTuple):
+    shape: tuple[int, ...]
     passes: tuple[_Pass, _Pass]
     parent_context: np.ndarray | None   # (M, 1 + 2 d): per coarser-level cell, its context cells in its padded grid
 
@@ -309,11 +310,12 @@ def _context_plan(shape: tuple[int, ...], first: int, levels: int) -> tuple[_Lev
         for pass_ in (0, 1):
             cells = np.flatnonzero(odd == pass_)
             near = _neighbourhood(m, coords[:, cells])
-            parents = None if coarser is None else np.ravel_multi_index(coords[:, cells] // 2, coarser)
+            parents = (np.zeros(len(cells), np.intp) if coarser is None
+                       else np.ravel_multi_index(coords[:, cells] // 2, coarser))
             passes.append(_Pass(cells, near[:, 0].copy(), parents,
                                 near[:, 1:].copy() if pass_ else np.empty((0, 2 * d), np.intp)))
         context = None if coarser is None else _neighbourhood(coarser, np.indices(coarser).reshape(d, -1))
-        level_plan = _Level(tuple(passes), context)
+        level_plan = _Level(m, tuple(passes), context)
         for x in (*(v for q in passes for v in q), context):
             if x is not None:
                 x.flags.writeable = False
@@ -333,8 +335,7 @@ def code_latents(fields: Body, shape, ctx: list[np.ndarray], code) -> list[np.nd
     first-pass cell's whole context (parent, level and pass) is its parent's: its table is
     computed once per parent. Every sum is exact, so the values are the same."""
     d, levels = len(shape), fields.levels
-    shape = tuple(int(n) for n in shape)
-    plan, shapes = _context_plan(shape, fields.first, levels), level_shapes(shape, fields.first, levels)
+    plan = _context_plan(tuple(int(n) for n in shape), fields.first, levels)
     w0, b0, w1, b1 = ctx
     w_parent, w_nb, w_pass, w_level = w0[:1 + 2 * d], w0[1 + 2 * d:1 + 4 * d], w0[1 + 4 * d], w0[2 + 4 * d:]
     up = 2.0 ** ACT_BITS
@@ -351,25 +352,22 @@ def code_latents(fields: Body, shape, ctx: list[np.ndarray], code) -> list[np.nd
 
     padded: list[np.ndarray | None] = [None] * (levels + 1)
     for level in reversed(range(levels)):
-        grid = np.zeros(tuple(k + 2 for k in shapes[level]), np.float64)
+        level_plan = plan[level]
+        grid = np.zeros(tuple(k + 2 for k in level_plan.shape), np.float64)
         flat = grid.reshape(-1)
         const = w_level[level] + b0.reshape(-1)
-        level_plan = plan[level]
         if padded[level + 1] is None:
             by_parent = const[None, :]                       # no parent: one context for the level
         else:
             by_parent = padded[level + 1].reshape(-1)[level_plan.parent_context] @ w_parent
             by_parent += const
         for pass_, p in enumerate(level_plan.passes):
-            k = len(p.cells)
-            if not k:
+            if not len(p.cells):
                 continue
             if pass_ == 0:
-                keys = tables(by_parent.copy())
-                pick = np.zeros(k, np.intp) if p.parents is None else p.parents
-                base, frac, scale = (key[pick] for key in keys)
+                base, frac, scale = (key[p.parents] for key in tables(by_parent.copy()))
             else:
-                h = by_parent[np.zeros(k, np.intp) if p.parents is None else p.parents]
+                h = by_parent[p.parents]
                 h += flat[p.neighbours] @ w_nb
                 h += w_pass
                 base, frac, scale = tables(h)
@@ -384,8 +382,9 @@ def code_latents(fields: Body, shape, ctx: list[np.ndarray], code) -> list[np.nd
 def _scratch(name: str, shape) -> np.ndarray:
     """A float64 work array of ``shape``, reused by the calling thread's later decodes (fresh
     multi-megabyte temporaries cost page faults that are a large share of a chunk's decode).
-    Its contents are left over from earlier use. A thread keeps at most the synthesis tile's
-    features and output, (MAX_LEVELS + 2) * DECODE_VOXELS doubles (10 MB)."""
+    Its contents are left over from earlier use. A thread keeps the largest synthesis tile's
+    features and output it has needed: (levels + 2) doubles per voxel of a tile, DECODE_VOXELS
+    voxels (about 10 MB at 8 levels) or one row of the first axis if that is larger."""
     n = math.prod(shape)
     cache = _SCRATCH.__dict__
     if cache.get(name) is None or cache[name].size < n:
