@@ -67,6 +67,48 @@ def check_out(header: Header, out) -> None:
                            f"{o.shape} {o.dtype}")
 
 
+class DecodedChunk(np.ndarray):
+    """What the numcodecs ``decode`` returns without ``out``: the chunk, as a numpy array that
+    refuses (PayloadError) to be viewed as another dtype (kind or item size) or reshaped to
+    another shape of more than one axis. Zarr's v2 reader views and reshapes whatever a
+    compressor returns to its array's chunk dtype and shape; this makes it refuse a payload of
+    another array (the same byte count, another dtype or shape) instead of reading it bit-cast.
+    Slices, copies and ``np.asarray(chunk)`` are plain arrays of the same values."""
+
+    _expects: tuple | None = None       # (kind, itemsize, shape) of the payload's chunk
+
+    @classmethod
+    def of(cls, arr: np.ndarray, header: Header) -> "DecodedChunk":
+        out = arr.view(cls)
+        out._expects = (header.dtype.kind, header.dtype.itemsize, tuple(header.shape))
+        return out
+
+    def __array_finalize__(self, obj):
+        # Only views of the whole chunk (its shape, or flattened) carry the check.
+        exp = getattr(obj, "_expects", None)
+        keep = exp is not None and self.shape in (exp[2], (math.prod(exp[2]),))
+        self._expects = exp if keep else None
+
+    def _refuse(self, what: str):
+        kind, size, shape = self._expects
+        raise PayloadError(f"payload holds a {shape} chunk of {np.dtype(f'{kind}{size}')}; "
+                           f"refusing to read it as {what} (a chunk of another array?)")
+
+    def view(self, *args, **kwargs):
+        out = super().view(*args, **kwargs)
+        exp = self._expects
+        if exp is not None and isinstance(out, np.ndarray) and (out.dtype.kind, out.dtype.itemsize) != exp[:2]:
+            self._refuse(str(out.dtype))
+        return out
+
+    def reshape(self, *args, **kwargs):
+        out = super().reshape(*args, **kwargs)
+        exp = self._expects
+        if exp is not None and out.ndim > 1 and out.shape != exp[2]:
+            self._refuse(f"shape {out.shape}")
+        return out
+
+
 class BudgetError(ValueError):
     """The requested ratio leaves too few bytes for a useful network."""
 
@@ -137,9 +179,11 @@ def denormalise(y: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndar
 def denormalise_into(x: np.ndarray, lo: float, hi: float, out: np.ndarray) -> None:
     """:func:`denormalise` of float64 ``x`` written into ``out`` (its dtype, ``x``'s shape);
     ``x`` is overwritten (scratch: a decoder works tile by tile without temporaries)."""
+    check_range(lo, hi, out.dtype)
     mid, half = (lo + hi) / 2.0, (hi - lo) / 2.0
-    x *= half
-    x += mid
+    with np.errstate(over="ignore"):        # a forged network's huge output is clipped below
+        x *= half
+        x += mid
     np.clip(x, lo, hi, out=x)
     if out.dtype.kind in "iu":
         np.rint(x, out=x)
@@ -151,10 +195,12 @@ def encode_constant(arr: np.ndarray) -> bytes:
 
 
 def decode_constant(header: Header, r: Reader) -> np.ndarray:
-    """A constant chunk's body: its one value in the chunk's dtype."""
+    """A constant chunk's body: its one value in the chunk's dtype (finite)."""
     value = r.array(header.dtype, 1)
     r.done()
-    return np.full(int(np.prod(header.shape)), value[0], dtype=header.dtype)
+    if header.dtype.kind == "f" and not np.isfinite(value[0]):
+        raise PayloadError(f"constant chunk of non-finite value {value[0]}")
+    return np.full(math.prod(header.shape), value[0], dtype=header.dtype)
 
 
 def pack_within_budget(encode: Callable[[int], bytes], bits: int, budget: int,
@@ -182,10 +228,21 @@ def pack_range(lo: float, hi: float) -> bytes:
 
 
 def read_range(r: Reader) -> tuple[float, float]:
+    """A body's value range: finite, lo < hi, and hi - lo and lo + hi finite (section 3.3)."""
     lo, hi = r.take("dd")
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise PayloadError(f"bad value range [{lo}, {hi}] in payload")
+    with np.errstate(over="ignore"):
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi and np.isfinite(hi - lo)
+                and np.isfinite(hi + lo)):
+            raise PayloadError(f"bad value range [{lo}, {hi}] in payload")
     return lo, hi
+
+
+def check_range(lo: float, hi: float, dtype: np.dtype) -> None:
+    """PayloadError unless every value of [lo, hi] can be stored in ``dtype`` (so decoded
+    values, clipped to the range, never overflow to inf or wrap around)."""
+    info = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)
+    if not (float(info.min) <= lo and hi <= float(info.max)):
+        raise PayloadError(f"value range [{lo}, {hi}] of the payload is beyond the range of its dtype {dtype}")
 
 
 class InrCodec(Codec):
@@ -257,7 +314,10 @@ class InrCodec(Codec):
             check_out(header, out)
         with decode_slots:
             arr = self.decode_payload(buf)
-        return ndarray_copy(arr, out) if out is not None else arr
+        if out is not None:
+            return ndarray_copy(arr, out)
+        header, _ = payload.unpack(ensure_contiguous_ndarray(buf))
+        return DecodedChunk.of(arr, header)
 
     def decode_payload(self, buf) -> np.ndarray:
         """The chunk a payload holds (:func:`inr_codecs.decode`, plus what this codec's

@@ -79,3 +79,114 @@ def grid_coords(shape: tuple[int, ...], flat_index: np.ndarray, axes=None) -> np
     for j, a in enumerate(axes):
         out[:, j] = (2.0 * idx[a] + 1.0) / shape[a] - 1.0
     return out
+
+
+# --- exact (fixed-point) evaluation: the numpy decoders of SIREN and SCI --------------------------
+
+#: Fractional bits of the exact decoder's activations (its inputs and sine outputs are integers
+#: times 2**-ACT_BITS).
+ACT_BITS = 20
+#: 1 / (2 pi) in binary64: phases are reduced in turns.
+INV_2PI = 0.15915494309189535
+#: cos(2 pi r) ~ C0 + C1 s + ... + C6 s^6 with s = r^2, for |r| <= 1/2 turn: the power-basis form
+#: of the degree-6 Chebyshev interpolant in s on [0, 1/4], rounded to binary32 and written out
+#: (no platform cos, pow or pi enters). Evaluated in binary32 it is within 5.4e-7 of cos.
+COS_COEFFS = (1.0, -19.73920440673828, 64.93911743164062, -85.45011138916016, 60.16743087768555,
+              -25.96688461303711, 6.527706146240234)
+#: The coefficients times 2**ACT_BITS (exact in binary32): the polynomial gives the fixed-point
+#: activation directly.
+_SCALED = tuple(np.float32(c * 2.0 ** ACT_BITS) for c in COS_COEFFS)
+MAX_QUANT = 2 ** 15     # integer weights of the exact decoder have |q| <= MAX_QUANT
+
+
+def fixed_cos(turns: np.ndarray, out: np.ndarray, scratch=None) -> np.ndarray:
+    """``rint(2**ACT_BITS * cos(2 pi * turns))`` of float64 ``turns`` (overwritten) into float32
+    ``out`` (same shape), with the same bits on every IEEE-754 machine: no platform function,
+    every step one correctly rounded operation. In binary64 ``r = turns - rint(turns)`` (in
+    [-1/2, 1/2]); in binary32 ``s = r * r`` and ``p = 2**ACT_BITS * C6 * s + 2**ACT_BITS * C5``,
+    then ``p = p * s + 2**ACT_BITS * Ck`` for k = 4 .. 0 (:data:`COS_COEFFS`), then ``rint(p)``.
+    ``scratch``: (float64, float32) arrays of the same shape, reused (allocated if None)."""
+    whole, s = (np.empty_like(turns), np.empty_like(out)) if scratch is None else scratch
+    np.rint(turns, out=whole)
+    turns -= whole
+    s[...] = turns
+    np.multiply(s, s, out=s)
+    p = np.multiply(s, _SCALED[6], out=out)
+    p += _SCALED[5]
+    for c in _SCALED[4::-1]:
+        p *= s
+        p += c
+    return np.rint(p, out=p)
+
+
+def coord_table(n: int) -> np.ndarray:
+    """Fixed-point pixel-centre coordinates of an axis of ``n`` voxels:
+    ``rint(2**ACT_BITS * ((2 i + 1) / n - 1))`` (float64 integers; 0 when n = 1)."""
+    return np.rint(((2.0 * np.arange(n) + 1.0) / n - 1.0) * 2.0 ** ACT_BITS)
+
+
+class FixedSiren:
+    """:func:`siren_forward` evaluated exactly: the same bits on every machine and thread count.
+
+    ``layers``: per layer ``(q, step, qb, step_b)``: integer weights (|q| <= MAX_QUANT) of
+    shape (fan_in, fan_out) times ``step``, and the bias's integers times ``step_b``. Inputs
+    and sine outputs are integers times 2**-ACT_BITS, so every matrix product is a sum of
+    integers below 2**53: exact in binary64 whatever the BLAS's order or threads. With
+    ``k = float64(w0) * INV_2PI``, a sine layer computes, in binary64,
+    ``turns = (a @ q) * ((step * 2**-ACT_BITS) * k) + ((qb * step_b) * k - 1/4)`` (the products
+    in brackets rounded once each, then the product and the sum), and its activation is
+    :func:`fixed_cos` of ``turns`` (sin(x) = cos(x - pi/2)); the output layer returns
+    ``(a @ q) * (step * 2**-ACT_BITS) + qb * step_b``. Voxels are evaluated in tiles of
+    ``TILE`` (fewer for layers wider than 256 units: a tile's buffers hold at most 2**18 values
+    each, whatever widths a payload declares) through reused buffers.
+    """
+
+    TILE = 1024
+    TILE_VALUES = 2 ** 18
+
+    def __init__(self, layers, w0: float):
+        k = float(w0) * INV_2PI
+        self.layers = []
+        for i, (q, step, qb, step_b) in enumerate(layers):
+            q = np.asarray(q, np.float64)
+            if q.size and (np.abs(q).max() > MAX_QUANT or q.shape[0] * 2.0 ** (ACT_BITS + 15) >= 2.0 ** 53):
+                raise ValueError("network beyond the exactly decodable range")
+            scale, bias = float(step) * 2.0 ** -ACT_BITS, np.asarray(qb, np.float64).reshape(-1) * float(step_b)
+            if i < len(layers) - 1:
+                scale, bias = scale * k, bias * k - 0.25
+            self.layers.append((q, scale, bias))
+        width = max(q.shape[1] for q, _, _ in self.layers)
+        self.tile = max(1, min(self.TILE, self.TILE_VALUES // width))
+        self.buffers = [np.empty(self.tile * width, t)
+                        for t in (np.float64, np.float64, np.float64, np.float32, np.float32)]
+
+    def __call__(self, a0: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Outputs (first unit) at fixed-point inputs ``a0`` (N, in_dim) float64 integers, into
+        float ``out`` (N,)."""
+        for start in range(0, len(a0), self.tile):
+            a = a0[start:start + self.tile]
+            k = len(a)
+            for q, scale, bias in self.layers[:-1]:
+                z, nxt, whole, act, s = (b[:k * q.shape[1]].reshape(k, q.shape[1]) for b in self.buffers)
+                np.matmul(a, q, out=z)
+                z *= scale
+                z += bias
+                fixed_cos(z, act, (whole, s))
+                a = nxt                     # the layer's input is read: its buffer takes the output
+                a[...] = act                # as float64 integers
+            q, scale, bias = self.layers[-1]
+            y = a @ q[:, :1]
+            y *= scale
+            y += bias[0]
+            out[start:start + k] = y[:, 0]
+        return out
+
+
+def fixed_coords(tables: list[np.ndarray], shape: tuple[int, ...], axes, flat_index) -> np.ndarray:
+    """Fixed-point inputs (len, len(axes)) of C-order flat voxel indices of ``shape``;
+    ``tables[j]`` is :func:`coord_table` of axis ``axes[j]``."""
+    idx = np.unravel_index(flat_index, shape)
+    out = np.empty((len(flat_index), len(axes)))
+    for j, a in enumerate(axes):
+        out[:, j] = tables[j][idx[a]]
+    return out

@@ -11,6 +11,7 @@ A network's tensors are stored in one of two encodings (the ``encoding`` byte of
 """
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -91,14 +92,78 @@ def encode_tensors(tensors: list[np.ndarray], encoding: int, bits: int) -> bytes
     symbols = np.concatenate([q.ravel() for q in qs])
     ans.encode_reverse(symbols, model, np.zeros(symbols.size, np.float32), _stds([q.size for q in qs], sigmas))
     words = ans.get_compressed().astype("<u4")
+    if stream_bits_needed([q.size for q in qs], sigmas, q_max) > 32.0 * (words.size + 2):
+        raise ValueError("degenerate network: its weights end in more than "
+                         f"{FREE_SYMBOLS} values at -{q_max} (format.md 6); a reader would refuse it")
     return side + struct.pack("<I", words.size) + words.tobytes()
 
 
+def min_symbol_bits(sigmas, q_max: int) -> np.ndarray:
+    """A lower bound on the bits any one symbol costs in the stream, per model standard deviation
+    (in steps): the likeliest value of ``QuantizedGaussian(-Q, Q)`` (mean 0, deviation sigma) is
+    0, with probability ``P(|x| < 1/2)``, or an end of the range, which takes the tail beyond it:
+    ``P(x > Q - 1/2)``; add 2**-20 for constriction's 24-bit rounding and 0.01 bits per symbol
+    for the ANS coder's own (under 0.006). 0.057 bits at sigma = MIN_SIGMA, about 6 at sigma = 20.
+    (Symbols -Q pushed first into an empty coder cost nothing: see :func:`stream_bits_needed`.)"""
+    from math import erf, erfc, sqrt
+    p = [min(1.0, max(erf(0.5 / (sqrt(2.0) * float(g))), 0.5 * erfc((q_max - 0.5) / (sqrt(2.0) * float(g))))
+             + 2.0 ** -20) for g in sigmas]
+    return np.maximum(0.0, -np.log2(np.array(p, np.float64)) - 0.01)
+
+
+#: Symbols at the end of a stream (in storage order) that may cost no bits: constriction's ANS
+#: pushes -Q into an empty coder for free, so a stream may end with a run of -Q symbols that
+#: no word pays for. A valid stream has at most this many such symbols beyond what its words pay
+#: for (a writer checks: :func:`encode_tensors`).
+FREE_SYMBOLS = 64
+
+
+def stream_bits_needed(sizes, sigmas, q_max: int) -> float:
+    """Bits a stream must have to hold tensors of ``sizes`` symbols modelled with ``sigmas``:
+    :func:`min_symbol_bits` of every symbol but the last FREE_SYMBOLS (storage order)."""
+    counts = list(sizes)
+    free = FREE_SYMBOLS
+    for i in reversed(range(len(counts))):
+        take = min(free, counts[i])
+        counts[i] -= take
+        free -= take
+    return float(np.dot(counts, min_symbol_bits(sigmas, q_max))) if counts else 0.0
+
+
 def decode_tensors(r: Reader, shapes: list[tuple[int, ...]], encoding: int, bits: int) -> list[np.ndarray]:
-    """Read tensors of the given shapes written by :func:`encode_tensors`."""
-    sizes = [int(np.prod(s)) for s in shapes]
+    """Read tensors of the given shapes written by :func:`encode_tensors`: float32 arrays
+    (``float32(q) * float32(step)``, or the float16 values). Every check of
+    :func:`decode_exact` applies."""
     if encoding == FLOAT16:
-        return [r.array("<f2", n).astype(np.float32).reshape(s) for n, s in zip(sizes, shapes)]
+        return [w.astype(np.float32) for w in _float16_tensors(r, shapes)]
+    return [dequantise(q, step) for q, step in decode_exact(r, shapes, encoding, bits)]
+
+
+def _float16_tensors(r: Reader, shapes) -> list[np.ndarray]:
+    out = []
+    for s in shapes:
+        w = r.array("<f2", math.prod(s)).astype(np.float64).reshape(s)
+        if not np.all(np.isfinite(w)):
+            raise PayloadError("non-finite float16 weights")
+        out.append(w)
+    return out
+
+
+def decode_exact(r: Reader, shapes: list[tuple[int, ...]], encoding: int, bits: int
+                 ) -> list[tuple[np.ndarray, float]]:
+    """Read tensors of the given shapes written by :func:`encode_tensors` as exact integers
+    and a step, for the exact decoders (``nn.FixedSiren``): ``(q, step)`` with q float64
+    integers, |q| <= 2**15, and the weight ``q * step``. Quantised tensors are their integers
+    and stored step; a float16 tensor whose largest magnitude lies in [2**(e-1), 2**e) is
+    ``q = rint(w / 2**(e-15))`` (its values on a grid of 2**-15 of its largest; all zero: step 1)."""
+    if encoding == FLOAT16:
+        out = []
+        for w in _float16_tensors(r, shapes):
+            top = float(np.abs(w).max()) if w.size else 0.0
+            step = math.ldexp(1.0, math.frexp(top)[1] - 15) if top else 1.0
+            out.append((np.rint(w / step), step))
+        return out
+    sizes = [math.prod(s) for s in shapes]
     if encoding != QUANTISED:
         raise PayloadError(f"unknown tensor encoding {encoding}")
     try:
@@ -111,13 +176,25 @@ def decode_tensors(r: Reader, shapes: list[tuple[int, ...]], encoding: int, bits
         raise PayloadError("bad quantisation side information")
     n_words = r.take("I")
     words = r.array("<u4", n_words).astype(np.uint32)
+    total = sum(sizes)
+    # A stream holds no more symbols than its bits pay for (the coder's 64-bit state included):
+    # a body declaring more weights is refused before anything is decoded or allocated.
+    need = stream_bits_needed(sizes, sigmas, q_max)
+    if need > 32.0 * (n_words + 2):
+        raise PayloadError(f"{total} weights declared, more than a stream of {n_words} words can hold "
+                           f"(at least {need:.0f} bits)")
     c = _coder()
     model = c.stream.model.QuantizedGaussian(-q_max, q_max)
-    ans = c.stream.stack.AnsCoder(words)
-    q = ans.decode(model, np.zeros(sum(sizes), np.float32), _stds(sizes, sigmas))
+    try:
+        coder = c.stream.stack.AnsCoder(words)
+        q = coder.decode(model, np.zeros(total, np.float32), _stds(sizes, sigmas))
+    except Exception as e:              # constriction: not a valid ANS stream
+        raise PayloadError(f"entropy-coded weight stream is corrupt: {e}") from e
+    if not coder.is_empty():
+        raise PayloadError("entropy-coded weight stream has data left over after its weights")
     out, off = [], 0
     for n, s, step in zip(sizes, shapes, steps):
-        out.append(dequantise(q[off:off + n], step).reshape(s))
+        out.append((q[off:off + n].astype(np.float64).reshape(s), float(step)))
         off += n
     return out
 

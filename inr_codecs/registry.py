@@ -10,6 +10,7 @@ registered at run time with :func:`register` (a plug-in, or a test's toy method)
 """
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -145,8 +146,26 @@ def method_for(header: Header) -> Method:
 
 def decode(buf) -> np.ndarray:
     """Decode any inr-codecs payload to an array of its recorded shape, dtype and order."""
-    header, body = payload.unpack(ensure_contiguous_ndarray(buf))
-    out = method_for(header).decode_body(header, Reader(body))
+    return decode_unpacked(*payload.unpack(ensure_contiguous_ndarray(buf)))
+
+
+#: What numpy, struct or a method's own checks may raise on a payload no check caught: reported
+#: as PayloadError (format.md 7: a malformed payload raises nothing else).
+_MALFORMED = (ValueError, TypeError, IndexError, KeyError, OverflowError, ZeroDivisionError,
+              FloatingPointError, struct.error)
+
+
+def decode_unpacked(header: Header, body, **options) -> np.ndarray:
+    """:func:`decode` of a payload :func:`payload.unpack` has checked; ``options`` go to the
+    method's ``decode_body`` (e.g. a latent-grid array's shared networks). Any error of a
+    malformed body is a PayloadError naming the method."""
+    method = method_for(header)
+    try:
+        out = method.decode_body(header, Reader(body), **options)
+    except PayloadError:
+        raise
+    except _MALFORMED as e:
+        raise PayloadError(f"malformed {method.name} payload ({type(e).__name__}: {e})") from e
     return np.asarray(out.reshape(header.shape), order=header.order)
 
 

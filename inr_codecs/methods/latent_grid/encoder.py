@@ -13,7 +13,6 @@ from ... import payload
 from ...codec import BudgetError, Encoded, InrCodec, as_chunk, header_for, normalise, value_range
 from ...fit import GridSampler, Networks, fit, sum_of_log_means
 from ...metrics import psnr
-from ...payload import Reader
 from . import entropy
 from . import format as fmt
 from .model import (INTERP_BITS, PLAIN_TAPS, axis_table, conv_stage, interpolate_at, level_shapes, mlp, n_context,
@@ -326,11 +325,11 @@ class LatentGridCodec(InrCodec):
     def decode_payload(self, buf) -> np.ndarray:
         if self.networks is None:
             return super().decode_payload(buf)
+        from ...registry import decode_unpacked
         header, body = payload.unpack(ensure_contiguous_ndarray(buf))
         if header.method != self.method_id:
-            return super().decode_payload(buf)
-        out = fmt.decode_body(header, Reader(body), networks=fmt.Networks.from_config(self.networks))
-        return np.asarray(out.reshape(header.shape), order=header.order)
+            return decode_unpacked(header, body)
+        return decode_unpacked(header, body, networks=fmt.Networks.from_config(self.networks))
 
     def _quality(self, arrs, payloads):
         """Chunk PSNRs (dB) of the payloads as decoded (psnr= mode), or None."""

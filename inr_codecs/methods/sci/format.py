@@ -31,7 +31,7 @@ import numpy as np
 
 from ... import payload, quant
 from ...codec import denormalise, pack_range, read_range
-from ...nn import coord_axes, grid_coords, mlp_shapes, siren_forward
+from ...nn import FixedSiren, coord_axes, coord_table, fixed_coords, mlp_shapes, siren_forward
 from ...payload import Header, PayloadError, Reader
 
 METHOD_ID = 2
@@ -64,12 +64,17 @@ class Node:
         return tuple(slice(a, b) for a, b in zip(self.start, self.stop))
 
 
+def split_axes(node: Node) -> list[int]:
+    """The axes the split rule halves: those of at least ``2 * MIN_SIDE`` voxels."""
+    return [a for a, n in enumerate(node.shape) if n >= 2 * MIN_SIDE]
+
+
 def children(node: Node) -> list[Node]:
     """The split rule, part of the format: every axis of at least ``2 * MIN_SIDE`` voxels is
     halved at ``start + side // 2`` (the upper half takes the odd voxel); children are listed
     lower-half first, in C order over the split axes (the first split axis varies slowest).
     A node with no such axis cannot be split."""
-    axes = [a for a, n in enumerate(node.shape) if n >= 2 * MIN_SIDE]
+    axes = split_axes(node)
     out = []
     for upper in itertools.product((0, 1), repeat=len(axes)):
         start, stop = list(node.start), list(node.stop)
@@ -90,10 +95,13 @@ def read_partition(shape: tuple[int, ...], flags: np.ndarray) -> list[Node]:
             raise PayloadError("partition flags end before the tree does")
         flag, pos = int(flags[pos]), pos + 1
         if flag:
-            kids = children(node)
-            if not kids:
+            k = len(split_axes(node))
+            if k == 0:
                 raise PayloadError(f"partition splits a block of shape {node.shape} that cannot be split")
-            stack += reversed(kids)
+            if 2 ** k > len(flags) - pos:       # each child takes a flag: checked before making them
+                raise PayloadError(f"partition flags end before the tree does ({2 ** k} children of a "
+                                   f"block of shape {node.shape}, {len(flags) - pos} flags left)")
+            stack += reversed(children(node))
         else:
             blocks.append(node)
     if pos != len(flags):
@@ -124,17 +132,21 @@ def forward(xp, layers, x, w0: float):
 
 
 def render(shape, blocks: list[Node], nets: list, axes: list[int], w0: float) -> np.ndarray:
-    """Evaluate every block's network (or constant) on its own grid: float32 chunk, normalised."""
+    """Evaluate every block's network (its decoded ``(q, step)`` layer matrices, exactly: see
+    ``nn.FixedSiren``) or constant on its own grid: the normalised chunk, float32."""
     y = np.empty(shape, np.float32)
+    flat = np.empty(DECODE_SLAB)
     for blk, net in zip(blocks, nets):
         if not isinstance(net, list):
             y[blk.slices] = net
             continue
-        flat = np.empty(blk.size, np.float32)
+        fixed = FixedSiren([(q[:-1], step, q[-1], step) for q, step in net], w0)
+        tables = [coord_table(blk.shape[a]) for a in axes]
+        out = np.empty(blk.size, np.float32)
         for start in range(0, blk.size, DECODE_SLAB):
             idx = np.arange(start, min(blk.size, start + DECODE_SLAB))
-            flat[idx] = forward(np, net, grid_coords(blk.shape, idx, axes), w0)[:, 0]
-        y[blk.slices] = flat.reshape(blk.shape)
+            out[idx] = fixed(fixed_coords(tables, blk.shape, axes, idx), flat[:len(idx)])
+        y[blk.slices] = out.reshape(blk.shape)
     return y
 
 
@@ -192,7 +204,7 @@ def read_body_fixed(shape, r) -> Body:
         raise PayloadError(f"unknown coordinate convention {coords}")
     if not (depth >= 2 and np.isfinite(w0) and np.isfinite(t) and t >= 0):
         raise PayloadError(f"bad SCI fields: depth {depth}, w0 {w0}, deblock {t}")
-    if n_flags > 2 * int(np.prod(shape)):
+    if n_flags > 2 * math.prod(shape):
         raise PayloadError(f"{n_flags} partition flags for a chunk of shape {tuple(shape)}")
     packed = r.array("u1", math.ceil(n_flags / 8))
     bits_all = np.unpackbits(packed)
@@ -232,7 +244,7 @@ def render_body(shape, r) -> tuple[Body, np.ndarray]:
     in_dim = len(axes)
     net_ids = [i for i, w in enumerate(body.widths) if w != (0, 0)]
     shapes = [layer_shapes(in_dim, *body.widths[i], body.depth) for i in net_ids]
-    flat = quant.decode_tensors(r, [s for sh in shapes for s in sh], body.encoding, body.bits) if net_ids else []
+    flat = quant.decode_exact(r, [s for sh in shapes for s in sh], body.encoding, body.bits) if net_ids else []
     r.done()
     nets, off = {}, 0
     for i, sh in zip(net_ids, shapes):

@@ -13,6 +13,7 @@ Body layout, little-endian::
 """
 from __future__ import annotations
 
+import math
 import struct
 from typing import NamedTuple
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from ... import payload, quant
 from ...codec import denormalise, pack_range, read_range
-from ...nn import coord_axes, grid_coords, siren_forward, siren_shapes
+from ...nn import FixedSiren, coord_axes, coord_table, fixed_coords, siren_shapes
 from ...payload import Header, PayloadError, Reader
 
 METHOD_ID = 1
@@ -77,14 +78,20 @@ def describe(data) -> Body:
     return read_body_fixed(Reader(body))
 
 
+def fixed_network(tensors, w0: float) -> FixedSiren:
+    """The exact evaluator of decoded ``(q, step)`` tensors W0, b0, W1, b1, ..."""
+    return FixedSiren([tensors[i] + tensors[i + 1] for i in range(0, len(tensors), 2)], w0)
+
+
 def decode_body(header: Header, r: Reader) -> np.ndarray:
     lo, hi, w0, depth, width, enc, bits = read_body_fixed(r)
-    in_dim = len(coord_axes(header.shape))
-    params = quant.decode_tensors(r, siren_shapes(in_dim, width, depth), enc, bits)
+    axes = coord_axes(header.shape)
+    net = fixed_network(quant.decode_exact(r, siren_shapes(len(axes), width, depth), enc, bits), w0)
     r.done()
-    n = int(np.prod(header.shape))
-    y = np.empty(n, np.float32)
+    tables = [coord_table(header.shape[a]) for a in axes]
+    n = math.prod(header.shape)
+    y = np.empty(n)
     for start in range(0, n, DECODE_SLAB):
         idx = np.arange(start, min(n, start + DECODE_SLAB))
-        y[idx] = siren_forward(np, params, grid_coords(header.shape, idx), w0)[:, 0]
+        net(fixed_coords(tables, header.shape, axes, idx), y[start:start + len(idx)])
     return denormalise(y, lo, hi, header.dtype)
