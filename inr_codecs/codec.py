@@ -71,6 +71,15 @@ class BudgetError(ValueError):
     """The requested ratio leaves too few bytes for a useful network."""
 
 
+#: Appended to a :class:`BudgetError` from :meth:`InrCodec.encode` (the numcodecs path).
+ZARR_V2_BUDGET_NOTE = (
+    "(If this codec is the compressor of a Zarr v2 array: zarr gives a v2 compressor no chunk shape "
+    "when the array is created, so this first write is the first check, and the array's metadata "
+    "(.zarray) is already stored. Recreate the array (overwrite=True) with a codec that fits; "
+    "codec.check_chunk(chunks, dtype) runs this check before you create an array, as "
+    "inr_codecs.compress and the Zarr v3 serializers do.)")
+
+
 class Encoded(NamedTuple):
     """One chunk's payload and the optimiser steps its network(s) took (0 for a constant chunk)."""
 
@@ -285,7 +294,15 @@ class InrCodec(Codec):
         return budget_bytes(math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize, self.ratio)
 
     def encode(self, buf):
-        return self.encode_batch([buf])[0].payload
+        """numcodecs' encode (what a Zarr v2 array calls for each chunk): one chunk's payload.
+
+        A :class:`BudgetError` here gets :data:`ZARR_V2_BUDGET_NOTE` appended: zarr gives a v2
+        compressor no chunk shape when an array is created, so in a Zarr v2 array the first
+        write is where a ratio too high for the chunks shows, after the metadata is stored."""
+        try:
+            return self.encode_batch([buf])[0].payload
+        except BudgetError as e:
+            raise BudgetError(f"{e} {ZARR_V2_BUDGET_NOTE}") from None
 
     def decode(self, buf, out=None):
         if out is not None:             # before decoding: a chunk of another array is refused unread
@@ -372,6 +389,26 @@ class InrCodec(Codec):
             f"ratio {self.ratio:g} leaves {budget} bytes per "
             f"{'x'.join(map(str, shape))} {dt} chunk; {self.smallest_network(bits)} needs "
             f"{need} bytes: {fix} or a smaller depth.")
+
+    def __getitem__(self, index):
+        """A codec is not a sequence of codecs: this raises TypeError, with where it goes.
+
+        zarr.create_array iterates over ``compressors=`` and ``filters=`` of a Zarr v3 array
+        when they are not a zarr codec; without this that gives "object is not iterable". It is
+        ``__getitem__`` (which ``for`` falls back to) rather than ``__iter__``: a codec with
+        ``__iter__`` is an ``Iterable``, which zarr refuses as a Zarr v2 ``compressors=``."""
+        from .registry import method_of
+        name = type(self).__name__
+        try:
+            serializer = method_of(self).serializer_name
+        except TypeError:       # a subclass that is not a registered method
+            serializer = f"the Zarr v3 serializer of {name}"
+        raise TypeError(
+            f"{name} is a numcodecs codec (a Zarr v2 compressor), not a list of codecs. In a Zarr v3 array "
+            f"(zarr.create_array's default) it is the serializer: pass serializer={serializer}(...same "
+            f"parameters) and compressors=None (inr_codecs.{serializer} or "
+            f"inr_codecs.zarr3.serializer_for(codec)); for a Zarr v2 array pass zarr_format=2, "
+            f"compressors={name}(...) and no filters.")
 
     def __repr__(self):
         cfg = self.get_config()
