@@ -16,7 +16,7 @@ import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray, ensure_ndarray_like, ndarray_copy
 
-from . import payload, quant
+from . import args, payload, quant
 from .fit import OPTION_NAMES, FitOptions
 from .payload import Header, PayloadError, Reader
 
@@ -113,6 +113,15 @@ class BudgetError(ValueError):
     """The requested ratio leaves too few bytes for a useful network."""
 
 
+#: Appended to a :class:`BudgetError` from :meth:`InrCodec.encode` (the numcodecs path).
+ZARR_V2_BUDGET_NOTE = (
+    "(If this codec is the compressor of a Zarr v2 array: zarr gives a v2 compressor no chunk shape "
+    "when the array is created, so this first write is the first check, and the array's metadata "
+    "(.zarray) is already stored. Recreate the array (overwrite=True) with a codec that fits; "
+    "codec.check_chunk(chunks, dtype) runs this check before you create an array, as "
+    "inr_codecs.compress and the Zarr v3 serializers do.)")
+
+
 class Encoded(NamedTuple):
     """One chunk's payload and the optimiser steps its network(s) took (0 for a constant chunk)."""
 
@@ -126,29 +135,37 @@ def budget_bytes(raw_nbytes: int, ratio: float) -> int:
 
 
 def check_ratio(ratio) -> float:
-    try:
-        r = float(ratio)
-    except (TypeError, ValueError):
-        raise ValueError(f"ratio must be a number >= 1, not {ratio!r}") from None
-    if not (r >= 1 and np.isfinite(r)):
-        raise ValueError(f"ratio must be a finite number >= 1, not {ratio!r}")
-    return r
+    """``ratio`` as a float: a finite real number >= 1 (not a bool, not a string)."""
+    return args.real("ratio", ratio, at_least=1)
 
 
 def as_chunk(buf) -> np.ndarray:
-    """The array zarr (or a user) hands to ``encode``, with shape and memory order kept."""
+    """The array zarr (or a user) hands to ``encode``, with shape and memory order kept.
+
+    Refused with ValueError: a 0-d array (payloads hold chunks of 1 to 32 axes, and a 0-d chunk
+    stored as shape (1,) would not come back as it went in), an empty one, and NaN or Inf
+    values; with TypeError: an unsupported dtype."""
     arr = ensure_ndarray_like(buf)
     if not isinstance(arr, np.ndarray):
         arr = np.asarray(arr)
     payload.check_dtype(arr.dtype)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
+    if not 1 <= arr.ndim <= payload.MAX_NDIM:
+        raise ValueError(_ndim_error(arr.shape))
+    if arr.size == 0:
+        raise ValueError(f"chunk of shape {arr.shape} is empty; inr-codecs stores chunks of at least one element")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(
             f"chunk contains {bad} NaN/Inf value(s); inr-codecs stores finite values only "
             "(replace them, e.g. with np.nan_to_num, or mask them before compressing)")
     return arr
+
+
+def _ndim_error(shape) -> str:
+    if len(shape) == 0:
+        return ("chunk is 0-d (a scalar); inr-codecs stores chunks of 1 to 32 axes: pass it as a 1-element "
+                "array (np.reshape(x, 1)) and reshape the decoded chunk")
+    return f"chunk of shape {tuple(shape)} has {len(shape)} axes; inr-codecs stores chunks of 1 to 32 axes"
 
 
 def memory_order(arr: np.ndarray) -> str:
@@ -160,7 +177,37 @@ def header_for(arr: np.ndarray, method_id: int) -> Header:
 
 
 def value_range(arr: np.ndarray) -> tuple[float, float]:
-    return float(arr.min()), float(arr.max())
+    """(min, max) of a chunk; ValueError for a non-constant chunk whose range :func:`normalise`
+    cannot map to [-1, 1] (see :func:`check_range`)."""
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo != hi:
+        check_range(lo, hi)
+    return lo, hi
+
+
+#: Smallest half-range of a non-constant chunk: the smallest normal float64.
+MIN_HALF_RANGE = float(np.finfo(np.float64).tiny)
+
+
+def check_range(lo: float, hi: float) -> None:
+    """Raise ValueError unless a chunk's range [lo, hi] (lo < hi) normalises: the format maps
+    x to (x - mid) / half with mid = (lo + hi) / 2 and half = (hi - lo) / 2 in float64, and
+    decodes y * half + mid, so hi - lo and lo + hi must be finite and half a normal float64
+    (otherwise the values snap to lo or hi, or the division overflows). Only float64 chunks can
+    fail: values spanning more than DBL_MAX (1.8e308), both near +-DBL_MAX, or a range under
+    4.5e-308."""
+    span, total = hi - lo, lo + hi
+    if math.isfinite(span) and math.isfinite(total) and span / 2.0 >= MIN_HALF_RANGE:
+        return
+    why = ("hi - lo overflows float64" if not math.isfinite(span) else
+           "lo + hi overflows float64" if not math.isfinite(total) else
+           f"(hi - lo) / 2 = {span / 2.0:.3g} is below the smallest normal float64 ({MIN_HALF_RANGE:.4g})")
+    raise ValueError(
+        f"chunk values span [{lo!r}, {hi!r}]: {why}. inr-codecs normalises each chunk to [-1, 1] with "
+        "mid = (lo + hi) / 2 and half = (hi - lo) / 2 in float64 (the decoder computes y * half + mid), so "
+        "hi - lo and lo + hi must not overflow float64 (DBL_MAX = 1.797e308) and hi - lo must be at least "
+        f"{2 * MIN_HALF_RANGE:.4g}, unless every value is the same; rescale the data (multiply or divide by a "
+        "power of two, which is exact) before compressing")
 
 
 def normalise(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -276,9 +323,7 @@ class InrCodec(Codec):
             raise ValueError(f"encoding must be one of {list(quant.ENCODINGS)}, not {encoding!r}")
         if bits is None and not self.auto_bits:
             raise ValueError(f"{name} needs an integer bit depth (2..16)")
-        if bits is not None:
-            quant.levels(int(bits))
-        self.bits, self.encoding = (None if bits is None else int(bits)), encoding
+        self.bits, self.encoding = (None if bits is None else args.integer("bits", bits, 2, 16)), encoding
         unknown = sorted(set(fit) - set(OPTION_NAMES))
         if unknown:
             raise TypeError(f"{name}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
@@ -306,7 +351,15 @@ class InrCodec(Codec):
         return budget_bytes(math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize, self.ratio)
 
     def encode(self, buf):
-        return self.encode_batch([buf])[0].payload
+        """numcodecs' encode (what a Zarr v2 array calls for each chunk): one chunk's payload.
+
+        A :class:`BudgetError` here gets :data:`ZARR_V2_BUDGET_NOTE` appended: zarr gives a v2
+        compressor no chunk shape when an array is created, so in a Zarr v2 array the first
+        write is where a ratio too high for the chunks shows, after the metadata is stored."""
+        try:
+            return self.encode_batch([buf])[0].payload
+        except BudgetError as e:
+            raise BudgetError(f"{e} {ZARR_V2_BUDGET_NOTE}") from None
 
     def decode(self, buf, out=None):
         if out is not None:             # before decoding: a chunk of another array is refused unread
@@ -371,9 +424,15 @@ class InrCodec(Codec):
         return 0 if self.encoding == "float16" else self.bits
 
     def check_chunk(self, shape: tuple[int, ...], dtype) -> None:
-        """Raise (BudgetError, TypeError) if chunks of this shape and dtype cannot be stored."""
+        """Raise (BudgetError, TypeError, ValueError) if chunks of this shape and dtype cannot be
+        stored: a ratio too high for them, an unsupported dtype, no axis, more than 32 or an
+        empty one."""
         dt = payload.check_dtype(dtype)
         shape = tuple(int(s) for s in shape)
+        if not 1 <= len(shape) <= payload.MAX_NDIM:
+            raise ValueError(_ndim_error(shape))
+        if 0 in shape:
+            raise ValueError(f"chunk shape {shape} is empty; inr-codecs stores chunks of at least one element")
         bits = self._smallest_bits()
         need = self.min_bytes(shape, bits)
         budget = self.budget(shape, dt)
@@ -390,6 +449,26 @@ class InrCodec(Codec):
             f"ratio {self.ratio:g} leaves {budget} bytes per "
             f"{'x'.join(map(str, shape))} {dt} chunk; {self.smallest_network(bits)} needs "
             f"{need} bytes: {fix} or a smaller depth.")
+
+    def __getitem__(self, index):
+        """A codec is not a sequence of codecs: this raises TypeError, with where it goes.
+
+        zarr.create_array iterates over ``compressors=`` and ``filters=`` of a Zarr v3 array
+        when they are not a zarr codec; without this that gives "object is not iterable". It is
+        ``__getitem__`` (which ``for`` falls back to) rather than ``__iter__``: a codec with
+        ``__iter__`` is an ``Iterable``, which zarr refuses as a Zarr v2 ``compressors=``."""
+        from .registry import method_of
+        name = type(self).__name__
+        try:
+            serializer = method_of(self).serializer_name
+        except TypeError:       # a subclass that is not a registered method
+            serializer = f"the Zarr v3 serializer of {name}"
+        raise TypeError(
+            f"{name} is a numcodecs codec (a Zarr v2 compressor), not a list of codecs. In a Zarr v3 array "
+            f"(zarr.create_array's default) it is the serializer: pass serializer={serializer}(...same "
+            f"parameters) and compressors=None (inr_codecs.{serializer} or "
+            f"inr_codecs.zarr3.serializer_for(codec)); for a Zarr v2 array pass zarr_format=2, "
+            f"compressors={name}(...) and no filters.")
 
     def __repr__(self):
         cfg = self.get_config()

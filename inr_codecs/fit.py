@@ -21,12 +21,14 @@ and only compression reaches this module.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 import numpy as np
 
+from . import args
 from .nn import grid_coords
 from .quant import quantise_xp
 
@@ -38,11 +40,16 @@ CHECK_EVERY = 10          # steps between early-stopping decisions (one device s
 PLATEAU_DB = 0.05         # improvement (dB of smoothed training PSNR) that counts as progress
 EMA = 0.9                 # smoothing of the per-network training loss early stopping watches
 MAX_ERROR_MAP = 2 ** 24   # voxels per network that error-driven sampling keeps an error for
+MAX_SEED = 2 ** 63 - 1    # seeds are in 0..MAX_SEED (torch generators take seed + small offsets)
 
 
 @dataclass(frozen=True, kw_only=True)
 class FitOptions:
     """How networks are trained; every codec takes these as keyword arguments.
+
+    Each value is checked here (:mod:`inr_codecs.args`): integer options take an int (or a float
+    with an integral value, e.g. ``steps=1e4``), never a fractional float or a bool; real ones a
+    finite number, never a bool or a string.
 
     steps : optimiser steps per network.
     batch_size : voxels drawn per step (per chunk; split between the blocks of a chunk).
@@ -50,7 +57,8 @@ class FitOptions:
     optimizer : "adam" or "adamax".
     qat_fraction : share of the steps (at the end) trained through the quantiser.
     device : "auto", "cpu", "cuda" or "cuda:N".
-    seed : seeds initialisation and sampling (on CPU the same input gives the same payload).
+    seed : seeds initialisation and sampling (on CPU the same input gives the same payload); an
+        integer in 0..2**63 - 1.
     sampling : "uniform", or "error" (half the voxels in proportion to the last seen error).
     target_psnr : early stopping: a network stops once its smoothed training PSNR reaches this.
     plateau_steps : early stopping: stop after this many steps gaining < ``PLATEAU_DB`` dB.
@@ -71,28 +79,23 @@ class FitOptions:
     precision: str = "highest"
 
     def __post_init__(self):
-        for key, kind in (("steps", int), ("batch_size", int), ("lr", float), ("qat_fraction", float),
-                          ("seed", int), ("target_psnr", float), ("plateau_steps", int)):
+        # every value checked and stored as a Python int or float (never truncated)
+        for key, check in (("steps", lambda k, v: args.integer(k, v, 1)),
+                           ("batch_size", lambda k, v: args.integer(k, v, 1)),
+                           ("lr", lambda k, v: args.real(k, v, above=0)),
+                           ("qat_fraction", lambda k, v: args.real(k, v, at_least=0, below=1)),
+                           ("seed", lambda k, v: args.integer(k, v, 0, MAX_SEED)),
+                           ("target_psnr", lambda k, v: args.real(k, v, above=0)),
+                           ("plateau_steps", lambda k, v: args.integer(k, v, CHECK_EVERY))):
             value = getattr(self, key)
-            if value is not None:
-                try:
-                    object.__setattr__(self, key, kind(value))
-                except (TypeError, ValueError):
-                    raise ValueError(f"{key} must be a number, not {value!r}") from None
+            if value is not None or key not in ("target_psnr", "plateau_steps"):
+                object.__setattr__(self, key, check(key, value))
         checks = [
-            (int(self.steps) >= 1, f"steps must be >= 1, not {self.steps}"),
-            (int(self.batch_size) >= 1, f"batch_size must be >= 1, not {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, not {self.lr}"),
             (self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {SCHEDULES}, not {self.lr_schedule!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}"),
-            (0 <= self.qat_fraction < 1, f"qat_fraction must be in [0, 1), not {self.qat_fraction}"),
-            (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"),
+            (isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device) is not None,
              f"device must be 'auto', 'cpu' or 'cuda[:N]', not {self.device!r}"),
             (self.sampling in SAMPLINGS, f"sampling must be one of {SAMPLINGS}, not {self.sampling!r}"),
-            (self.target_psnr is None or 0 < self.target_psnr < math.inf,
-             f"target_psnr must be a positive number of dB or None, not {self.target_psnr}"),
-            (self.plateau_steps is None or int(self.plateau_steps) >= CHECK_EVERY,
-             f"plateau_steps must be >= {CHECK_EVERY} or None, not {self.plateau_steps}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, not {self.precision!r}"),
         ]
         for ok, message in checks:

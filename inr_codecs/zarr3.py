@@ -85,7 +85,17 @@ class InrSerializer(ArrayBytesCodec):
         raise NotImplementedError
 
     def _encode_sync(self, chunk_array, chunk_spec):
-        out = self.codec.encode(chunk_array.as_numpy_array())
+        arr = chunk_array.as_numpy_array()
+        if tuple(arr.shape) != tuple(chunk_spec.shape):
+            # zarr's numcodecs filters (zarr.codecs.numcodecs.Delta, FixedScaleOffset, ...) hand on
+            # flattened chunks: what would be stored is a fit of the filter's output, unreadable
+            # as the array's chunks
+            raise ValueError(
+                f"{type(self).__name__} received a chunk of shape {tuple(arr.shape)} for chunks of shape "
+                f"{tuple(chunk_spec.shape)}: an array-to-array codec before it (filters=...) changed the "
+                "chunk, so the network would fit the filter's output, not the data. inr-codecs must see "
+                "each chunk's own values: create the array with filters=None.")
+        out = self.codec.encode_batch([arr])[0].payload
         return chunk_spec.prototype.buffer.from_bytes(out)
 
     def _decode_sync(self, chunk_bytes, chunk_spec):

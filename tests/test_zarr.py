@@ -243,3 +243,88 @@ def test_v3_refuses_a_chunk_of_another_dtype_or_shape_before_decoding(tmp_path, 
     with open(key, "wb") as f:
         f.write(payload.pack(payload.Header(0, np.dtype("<u2"), "C", (8, 16, 16)), np.ones(1, "<u2").tobytes()))
     assert (z[:] == 1).all() and calls
+
+
+def test_a_numcodecs_codec_in_v3_compressors_or_filters_says_where_it_goes(tmp_path):
+    """zarr.create_array iterates over compressors= and filters= of a v3 array: a numcodecs
+    codec there says to use its serializer (not zarr's "object is not iterable")."""
+    for key in ("compressors", "filters"):
+        with pytest.raises(TypeError, match=r"SIRENCodec is a numcodecs codec .* serializer=SIRENSerializer"):
+            zarr.create_array(str(tmp_path / f"{key}.zarr"), shape=(32, 32), chunks=(32, 32), dtype="uint16",
+                              **{key: SIRENCodec(ratio=4)})
+    with pytest.raises(TypeError, match=r"serializer=SCISerializer\(\.\.\.same parameters\)"):
+        zarr.create_array(str(tmp_path / "s.zarr"), shape=(32, 32), chunks=(32, 32), dtype="uint16",
+                          compressors=fast_sci(ratio=4))
+    # a bare codec stays a valid Zarr v2 compressor (a codec with __iter__ would be refused there)
+    z = zarr.create_array(str(tmp_path / "v2.zarr"), shape=(32, 32), chunks=(32, 32), dtype="uint16",
+                          zarr_format=2, compressors=fast_codec(ratio=2, steps=5))
+    assert isinstance(z.metadata.compressor, SIRENCodec)
+    z[:] = smooth_volume((32, 32), "uint16")
+
+
+def test_v2_budget_error_at_the_first_write_says_the_metadata_exists(tmp_path, volume):
+    """zarr gives a v2 compressor no chunk shape at creation (no validate hook for v2 arrays), so
+    a ratio too high for the chunks shows at the first write, after .zarray is stored: the error
+    says so and what to do."""
+    path = tmp_path / "a.zarr"
+    z = zarr.create_array(str(path), shape=SHAPE, chunks=CHUNKS, dtype=volume.dtype, zarr_format=2,
+                          compressors=SIRENCodec(ratio=2000))
+    assert (path / ".zarray").exists()
+    with pytest.raises(BudgetError, match=r"ratio 2000 .*Zarr v2 array.*\(\.zarray\) is already stored.*"
+                                          r"overwrite=True.*codec\.check_chunk\(chunks, dtype\)"):
+        z[:16, :32, :32] = volume[:16, :32, :32]
+    with pytest.raises(BudgetError, match="ratio 2000") as e:     # the check the message points to
+        SIRENCodec(ratio=2000).check_chunk(CHUNKS, volume.dtype)
+    assert ".zarray" not in str(e.value)
+
+
+@pytest.mark.filterwarnings("ignore:Numcodecs codecs are not in the Zarr version 3 specification")
+def test_v3_serializer_refuses_chunks_reshaped_by_filters(tmp_path, volume):
+    """zarr's numcodecs filters (Delta, FixedScaleOffset, ...) hand the serializer flattened
+    chunks: refused at the first write (the network would fit the filter's output, and the
+    chunks would not read back); a transpose, which keeps the chunk whole, is fine."""
+    from zarr.codecs import TransposeCodec
+    from zarr.codecs.numcodecs import Delta
+    x = smooth_volume((16, 32, 32), "uint16")
+    z = zarr.create_array(str(tmp_path / "d.zarr"), shape=x.shape, chunks=x.shape, dtype=x.dtype,
+                          serializer=fast_serializer(ratio=8, steps=5), compressors=None, filters=[Delta(dtype="u2")])
+    with pytest.raises(ValueError, match=r"received a chunk of shape \(16384,\) for chunks of shape \(16, 32, 32\)"
+                                         r".*filters=None"):
+        z[:] = x
+    z = zarr.create_array(str(tmp_path / "t.zarr"), shape=x.shape, chunks=x.shape, dtype=x.dtype,
+                          serializer=fast_serializer(ratio=8, steps=60), compressors=None,
+                          filters=[TransposeCodec(order=(2, 1, 0))])
+    z[:] = x
+    _check(z, x)
+
+
+def test_zero_dimensional_arrays_are_refused(tmp_path):
+    """Payloads hold chunks of 1 to 32 axes: a 0-d v3 array is refused when it is created, a 0-d
+    v2 array (no creation hook) at its first write."""
+    with pytest.raises(ValueError, match="chunk is 0-d"):
+        zarr.create_array(str(tmp_path / "a.zarr"), shape=(), dtype="float32", serializer=SIRENSerializer(ratio=4),
+                          compressors=None)
+    z = zarr.create_array(str(tmp_path / "b.zarr"), shape=(), dtype="float32", zarr_format=2,
+                          compressors=SIRENCodec(ratio=4))
+    with pytest.raises(ValueError, match="chunk is 0-d"):
+        z[()] = 3.0
+
+
+def test_v2_filters_hand_the_compressor_flattened_values(tmp_path, monkeypatch):
+    """Why a Zarr v2 filter cannot be detected by the codec (docs/guides/zarr-v2.md): zarr hands
+    the compressor the last filter's output, a 1-D array of the array's dtype, the same as a
+    chunk of a 1-D array, and nothing else (no metadata, no filters). Pins the documented
+    behaviour: if zarr ever passes the chunk's shape, the codec could refuse filtered chunks."""
+    import numcodecs
+
+    from inr_codecs.codec import InrCodec
+    seen = []
+    real = InrCodec.encode_batch
+    monkeypatch.setattr(InrCodec, "encode_batch", lambda self, chunks, **kw: seen.extend(
+        (np.shape(c), np.asarray(c).dtype) for c in chunks) or real(self, chunks, **kw))
+    x = smooth_volume((16, 32, 32), "uint16")
+    for filters in (None, [numcodecs.Delta(dtype="u2")]):
+        z = zarr.create_array(str(tmp_path / f"{filters is None}.zarr"), shape=x.shape, chunks=x.shape, dtype=x.dtype,
+                              zarr_format=2, compressors=fast_codec(ratio=8, steps=5), filters=filters)
+        z[:] = x
+    assert seen == [((16, 32, 32), np.dtype("u2")), ((16384,), np.dtype("u2"))]

@@ -9,7 +9,7 @@ import numpy as np
 
 from numcodecs.compat import ensure_contiguous_ndarray
 
-from ... import payload
+from ... import args, payload
 from ...codec import BudgetError, Encoded, InrCodec, as_chunk, header_for, normalise, value_range
 from ...fit import GridSampler, Networks, fit, sum_of_log_means
 from ...metrics import psnr
@@ -122,37 +122,30 @@ class LatentGridCodec(InrCodec):
             raise TypeError("LatentGridCodec needs ratio= (a ceiling on every payload), psnr= (a quality "
                             "target per chunk) or both")
         super().__init__(1.0 if ratio is None else ratio, bits=bits, encoding=encoding, **fit)
-        if psnr is not None and not (isinstance(psnr, (int, float, np.floating)) and 0 < psnr < math.inf):
-            raise ValueError(f"psnr must be a positive number of dB, not {psnr!r}")
+        self.psnr = None if psnr is None else args.real("psnr", psnr, above=0)
         if context not in CONTEXTS:
             raise ValueError(f"context must be one of {list(CONTEXTS)}, not {context!r}")
         if upsampling not in UPSAMPLINGS:
             raise ValueError(f"upsampling must be one of {list(UPSAMPLINGS)}, not {upsampling!r}")
-        if not isinstance(conv_stage, (bool, np.bool_)):
-            raise ValueError(f"conv_stage must be True or False, not {conv_stage!r}")
-        if not 1 <= int(levels) <= fmt.MAX_LEVELS:
-            raise ValueError(f"levels must be in 1..{fmt.MAX_LEVELS}, not {levels}")
-        if not 0 <= int(first_level) <= fmt.MAX_FIRST + 1 - int(levels):
+        self.levels = args.integer("levels", levels, 1, fmt.MAX_LEVELS)
+        self.first_level = args.integer("first_level", first_level, 0)
+        if self.first_level > fmt.MAX_FIRST + 1 - self.levels:
             raise ValueError(f"first_level + levels must be at most {fmt.MAX_FIRST + 1} (the coarsest level "
                              f"at 1/2**{fmt.MAX_FIRST}), not {first_level} + {levels}")
         if hidden is not None:
-            hidden = [int(h) for h in hidden]
-            if len(hidden) > fmt.MAX_HIDDEN or not all(1 <= h <= 255 for h in hidden):
+            if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+                raise ValueError(f"hidden must be a sequence of widths or None, not {hidden!r}")
+            hidden = [args.integer("hidden widths", h, 1, 255) for h in hidden]
+            if len(hidden) > fmt.MAX_HIDDEN:
                 raise ValueError(f"hidden must be at most {fmt.MAX_HIDDEN} widths in 1..255, not {hidden}")
-        if context_width is not None and not 1 <= int(context_width) <= 255:
-            raise ValueError(f"context_width must be in 1..255, not {context_width}")
-        if not 1 <= int(latent_max) <= 127:
-            raise ValueError(f"latent_max must be in 1..127, not {latent_max}")
-        self.levels, self.first_level = int(levels), int(first_level)
         self.hidden = hidden
-        self.context_width = None if context_width is None else int(context_width)
-        self.latent_max = int(latent_max)
-        self.psnr = None if psnr is None else float(psnr)
+        self.context_width = None if context_width is None else args.integer("context_width", context_width, 1, 255)
+        self.latent_max = args.integer("latent_max", latent_max, 1, 127)
         self.context = context
-        self.upsampling, self.conv_stage = upsampling, bool(conv_stage)
-        if networks is not None and not shared:
+        self.upsampling, self.conv_stage = upsampling, args.boolean("conv_stage", conv_stage)
+        self.shared = args.boolean("shared", shared)
+        if networks is not None and not self.shared:
             raise ValueError("networks= are an array's shared networks: they need shared=True")
-        self.shared = bool(shared)
         self.networks = None
         if networks is not None:
             nets = fmt.Networks.from_config(networks)        # ValueError naming what is wrong
@@ -187,7 +180,7 @@ class LatentGridCodec(InrCodec):
         return ladder[-1]
 
     def check_chunk(self, shape, dtype) -> None:
-        if not 1 <= len(shape) <= fmt.MAX_NDIM:
+        if len(shape) > fmt.MAX_NDIM:       # 0 axes: the base class says why
             raise ValueError(f"LatentGridCodec stores chunks of 1 to {fmt.MAX_NDIM} axes, not {len(shape)}")
         super().check_chunk(shape, dtype)
 

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ... import payload, quant
+from ... import args, payload, quant
 from ...codec import Encoded, InrCodec, header_for, normalise, pack_within_budget
 from ...fit import BoxSampler, Networks, fit, mean_of_all
 from ...nn import coord_axes, funnel_widths, param_count, siren_init
@@ -93,30 +93,30 @@ class SCICodec(InrCodec):
     def __init__(self, ratio, *, depth=6, w0=20.0, fr=2.2, M=1, a_max=None, levels=None, partition="none",
                  allocation="size_over_d", deblock="auto", bits=8, encoding="quantised", **fit):
         super().__init__(ratio, bits=bits, encoding=encoding, **fit)
-        if not 2 <= int(depth) <= 255:
-            raise ValueError(f"depth must be in 2..255, not {depth}")
-        for name, v in (("w0", w0), ("fr", fr)):
-            if not (float(v) > 0 and math.isfinite(float(v))):
-                raise ValueError(f"{name} must be a positive number, not {v}")
-        if int(M) < 1:
-            raise ValueError(f"M must be >= 1, not {M}")
-        if a_max is not None and int(a_max) < 1:
-            raise ValueError(f"a_max must be >= 1 or None, not {a_max}")
-        if levels is not None and not 0 <= int(levels) <= 16:
-            raise ValueError(f"levels must be in 0..16 or None, not {levels}")
+        self.depth = args.integer("depth", depth, 2, 255)
+        # w0 and fr: the values given, for the configuration; payloads store float32, and the fit
+        # and the network sizes use the float32 values (what the decoder reads)
+        self.w0 = args.real("w0", w0, above=0, f32=True)
+        self.fr = args.real("fr", fr, above=0, f32=True)
+        self._w0, self._fr = args.f32(self.w0), args.f32(self.fr)
+        self.M = args.integer("M", M, 1)
+        self.a_max = None if a_max is None else args.integer("a_max", a_max, 1)
+        self.levels = None if levels is None else args.integer("levels", levels, 0, 16)
         if partition not in PARTITIONS:
             raise ValueError(f"partition must be one of {PARTITIONS}, not {partition!r}")
         if allocation not in ALLOCATIONS:
             raise ValueError(f"allocation must be one of {ALLOCATIONS}, not {allocation!r}")
-        if deblock not in ("auto", "off") and not (isinstance(deblock, (int, float))
-                                                   and 0 <= deblock < math.inf):
-            raise ValueError(f"deblock must be 'auto', 'off' or a strength >= 0, not {deblock!r}")
-        self.depth, self.w0, self.fr = int(depth), float(np.float32(w0)), float(np.float32(fr))
-        self.M = int(M)
-        self.a_max = None if a_max is None else int(a_max)
-        self.levels = None if levels is None else int(levels)
         self.partition, self.allocation = partition, allocation
-        self.deblock = deblock if isinstance(deblock, str) else float(deblock)
+        if isinstance(deblock, str):
+            if deblock not in ("auto", "off"):
+                raise ValueError(f"deblock must be 'auto', 'off' or a strength >= 0, not {deblock!r}")
+            self.deblock = deblock
+        else:
+            try:
+                self.deblock = args.real("deblock", deblock, at_least=0, f32=True)
+            except ValueError:
+                raise ValueError(f"deblock must be 'auto', 'off' or a strength >= 0 (a number, finite in float32: "
+                                 f"payloads store it as float32), not {deblock!r}") from None
 
     # sizes -------------------------------------------------------------------------------
     @property
@@ -134,7 +134,7 @@ class SCICodec(InrCodec):
         return _per_block_bytes(self._enc, self.depth) + math.ceil(params * self._bpp(bits) / 8)
 
     def _min_block_bytes(self, in_dim: int, bits: int | None = None) -> int:
-        w1 = funnel_widths(MIN_WIDTH, self.depth, self.fr)[0]
+        w1 = funnel_widths(MIN_WIDTH, self.depth, self._fr)[0]
         return self._block_bytes(param_count(layer_shapes(in_dim, w1, MIN_WIDTH, self.depth)), bits)
 
     def min_bytes(self, shape, bits) -> int:
@@ -202,7 +202,7 @@ class SCICodec(InrCodec):
         carry = 0
         for i, share in zip(nets, shares):
             # what a block's rounded-down width leaves unused goes to the next block
-            widths[i] = block_widths(share + carry, in_dim, self.depth, self.fr, per_block, self._bpp())
+            widths[i] = block_widths(share + carry, in_dim, self.depth, self._fr, per_block, self._bpp())
             carry = share + carry - self._block_bytes(param_count(layer_shapes(in_dim, *widths[i], self.depth)))
         return widths
 
@@ -253,7 +253,7 @@ class SCICodec(InrCodec):
             for j, i in enumerate(net):
                 real = layer_shapes(in_dim, *plan.widths[i], self.depth)
                 init = siren_init(np.random.default_rng([self.seed, j]),
-                                  block_shapes(in_dim, *plan.widths[i], self.depth), self.w0)
+                                  block_shapes(in_dim, *plan.widths[i], self.depth), self._w0)
                 for layer, ((r, cols), W, bias) in enumerate(zip(real, init[::2], init[1::2])):
                     params[layer][b, :r - 1, :cols] = W
                     params[layer][b, -1, :cols] = bias
@@ -265,7 +265,7 @@ class SCICodec(InrCodec):
         options = self.fit_options()
         sampler = BoxSampler((len(plans),) + tuple(shape), target, starts, sides, [a + 1 for a in axes],
                              options.batch_size, options.sampling)
-        model = Networks(lambda xp, p, x: fmt.forward(xp, p, x, self.w0), params, masks)
+        model = Networks(lambda xp, p, x: fmt.forward(xp, p, x, self._w0), params, masks)
         fitted = fit(model, sampler, mean_of_all, options, bits=self._smallest_bits() or None)
         out, b = [], 0
         for plan, net in zip(plans, nets):
@@ -293,6 +293,6 @@ class SCICodec(InrCodec):
         return min(errs, key=lambda t: (errs[t], t))
 
     def _pack(self, header, lo, hi, plan: Plan, layers, bits: int, t: float) -> bytes:
-        fields = fmt.Body(lo, hi, self.w0, self.depth, self.fr, self._enc, bits, t, plan.blocks, plan.widths,
+        fields = fmt.Body(lo, hi, self._w0, self.depth, self._fr, self._enc, bits, t, plan.blocks, plan.widths,
                           plan.constants)
         return fmt.pack(header, fields, plan.flags, layers)

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ... import quant
+from ... import args, quant
 from ...codec import Encoded, InrCodec, as_chunk, header_for, normalise, pack_within_budget, value_range
 from ...fit import GridSampler, Networks, fit, sum_of_means
 from ...nn import coord_axes, grid_coords, siren_forward, siren_init, siren_param_count, siren_shapes
@@ -77,14 +77,10 @@ class SIRENCodec(InrCodec):
 
     def __init__(self, ratio, *, depth=6, w0=20.0, width=None, bits=8, encoding="quantised", **fit):
         super().__init__(ratio, bits=bits, encoding=encoding, **fit)
-        if int(depth) < 1 or int(depth) > 255:
-            raise ValueError(f"depth must be in 1..255, not {depth}")
-        if not (float(w0) > 0 and math.isfinite(float(w0))):
-            raise ValueError(f"w0 must be a positive number, not {w0}")
-        if width is not None and not MIN_WIDTH <= int(width) <= 65535:
-            raise ValueError(f"width must be in {MIN_WIDTH}..65535, not {width}")
-        self.depth, self.w0 = int(depth), float(np.float32(w0))  # stored as f32 in payloads
-        self.width = None if width is None else int(width)
+        self.depth = args.integer("depth", depth, 1, 255)
+        self.w0 = args.real("w0", w0, above=0, f32=True)   # the value given, for the configuration;
+        self._w0 = args.f32(self.w0)        # payloads store float32: the fit uses what the decoder will
+        self.width = None if width is None else args.integer("width", width, MIN_WIDTH, 65535)
 
     # sizes -------------------------------------------------------------------------------
     def _candidate_bits(self) -> tuple[int, ...]:
@@ -120,10 +116,10 @@ class SIRENCodec(InrCodec):
 
     # fitting -----------------------------------------------------------------------------
     def _init(self, in_dim: int, width: int) -> list[np.ndarray]:
-        return siren_init(np.random.default_rng(self.seed), siren_shapes(in_dim, width, self.depth), self.w0)
+        return siren_init(np.random.default_rng(self.seed), siren_shapes(in_dim, width, self.depth), self._w0)
 
     def _forward(self, xp, params, x):
-        return siren_forward(xp, params, x, self.w0)
+        return siren_forward(xp, params, x, self._w0)
 
     def _fit(self, start: list[np.ndarray], targets: np.ndarray, shape, bits: int | None, **changes):
         """Train one network per row of ``targets`` from ``start`` (leading axis B)."""
@@ -159,7 +155,7 @@ class SIRENCodec(InrCodec):
         errs, pilots = [], []
         for b, w in candidates:
             p = self._fit(_repeat(self._init(len(coord_axes(shape)), w), n), targets, shape, None, steps=pilot).params
-            errs.append([np.mean((siren_forward(np, quant.fake_quantise([t[i] for t in p], b), x, self.w0)[:, 0]
+            errs.append([np.mean((siren_forward(np, quant.fake_quantise([t[i] for t in p], b), x, self._w0)[:, 0]
                                   - targets[i, probe]) ** 2) for i in range(n)])
             pilots.append(p)
         pick = np.argmin(np.array(errs), 0)
@@ -213,7 +209,7 @@ class SIRENCodec(InrCodec):
         """Serialise within the budget; with ``bits=None`` slack buys extra bits."""
         enc = quant.ENCODINGS[self.encoding]
         return pack_within_budget(
-            lambda b: fmt.pack(header, fmt.Body(lo, hi, self.w0, self.depth, width, enc, b), params),
+            lambda b: fmt.pack(header, fmt.Body(lo, hi, self._w0, self.depth, width, enc, b), params),
             bits, budget, grow=self.bits is None)[0]
 
 
