@@ -256,7 +256,8 @@ def write_ome(source, path, codec, *, ratios=None, levels: int = 1, downscale: i
     """
     plan = _plan(source, codec, ngff, ratios, levels, downscale, axes, chunks, compress_kwargs)
     write_metadata, fmt = _import_ome(ngff)
-    import dask.array  # noqa: F401  (the lower levels are dask arrays; fail before writing)
+    from .pipeline import require_fit
+    require_fit()      # PyTorch and Dask (the lower levels are dask arrays): fail before writing
     group = _open_group(path, plan, overwrite)
     results = [_write_level(group, path, plan, i, compress_kwargs) for i in range(plan.levels)]
     _write_multiscales(group, path, plan, write_metadata, fmt)
