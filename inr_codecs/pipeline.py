@@ -214,6 +214,8 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
         called in this process with the running :class:`Result` after each finished group;
         raising from it stops the run (what was written stays; a rerun resumes).
 
+    Notes
+    -----
     The array's ``inr_codecs_complete`` attribute (:data:`~inr_codecs.zarr_io.COMPLETE_ATTR`)
     is set to False before the first chunk is written and to True after the last one (and its
     verification): an interrupted run leaves False, and

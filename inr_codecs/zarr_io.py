@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from .sources import Source
 
-__all__ = ["COMPLETE_ATTR", "ChunkError", "Layout", "SettingsMismatch", "check_array", "is_complete",
+__all__ = ["COMPLETE_ATTR", "ArrayCheck", "ChunkError", "Layout", "SettingsMismatch", "check_array", "is_complete",
            "open_target", "read_chunk"]
 
 #: Array attribute :func:`~inr_codecs.pipeline.compress` keeps: False from the moment a run starts
