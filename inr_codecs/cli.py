@@ -114,14 +114,14 @@ def _compress(a, src, codec, ratios, chunks, shards, run) -> list:
 _CLI_SETTINGS = {"chunks": "--chunks", "shards": "--shards", "zarr_format": "--zarr-format", "codec": "--codec",
                  "ratio": "--ratio", "psnr": "--psnr", "bits": "--bits", "steps": "--steps", "device": "--device",
                  "seed": "--seed", "target_psnr": "--target-psnr", "plateau_steps": "--plateau-steps",
-                 "sampling": "--sampling"}
+                 "sampling": "--sampling", "levels": "--levels", "ratios": "--ratios"}
 
 
 def _cli_value(name: str, value) -> str:
     if value is None:
         return "none"
-    if name in ("chunks", "shards", "shape"):
-        return ",".join(str(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(_cli_value(name, v) for v in value)
     if name == "codec":
         return str(value).removeprefix("inr_codecs.")
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -133,6 +133,8 @@ def _cli_mismatch(e) -> str:
     for name, have, want in e.differences:
         if name in ("shape", "dtype"):
             parts.append(f"{name} {_cli_value(name, have)} (the source's is {_cli_value(name, want)})")
+        elif name in ("axes", "downscale", "fill_value", "ngff"):     # write_ome's, no option of their own
+            parts.append(f"{name} {_cli_value(name, have)} (asked {_cli_value(name, want)})")
         elif name in _CLI_SETTINGS:
             parts.append(f"{_CLI_SETTINGS[name]} {_cli_value(name, have)} (asked {_cli_value(name, want)})")
         else:

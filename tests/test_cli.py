@@ -133,6 +133,9 @@ def test_compress_ome_and_resume(tmp_path, capsys):
     assert main(cmd) == 0
     again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [lv["chunks_encoded"] for lv in again] == [0, 0]
+    assert main([*cmd[:cmd.index("--ratios") + 1], "8,2", *cmd[cmd.index("--ratios") + 2:]]) == 2
+    err = capsys.readouterr().err
+    assert "exists with different settings: --ratios 8,4 (asked 8,2); pass --overwrite" in err, err
 
 
 def test_sci_paper_preset_and_options(tmp_path, capsys):
