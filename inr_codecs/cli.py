@@ -12,7 +12,6 @@ import inspect
 import json
 import os
 import sys
-from collections import Counter
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from .codec import BudgetError
 from .fit import OPTION_NAMES
 from .metrics import stored_chunk_bytes
 from .payload import PayloadError
-from .sources import chunk_regions, parse_ints
+from .sources import parse_ints
 
 
 def _progress(total, desc):
@@ -56,7 +55,6 @@ def _codec_options(a) -> dict:
 
 
 def cmd_compress(a) -> int:
-    from .pipeline import compress
     from .sources import open_source
     src = open_source(a.source)
     chunks = parse_ints(a.chunks) or tuple(min(s, 64) for s in src.shape)
@@ -84,14 +82,11 @@ def cmd_compress(a) -> int:
         options["psnr"] = a.psnr
     codec = registry.make(a.codec, a.ratio if a.ratio is not None or not ratios else ratios[0], preset=a.preset,
                           **options)
-    if a.ome:
-        from .ome import write_ome
-        results = write_ome(src, a.target, codec, ratios=ratios, levels=a.levels, chunks=chunks,
-                            ngff="0.4" if a.zarr_format == 2 else "0.5", overwrite=a.overwrite,
-                            shards=shards, **run)
-    else:
-        results = [compress(src, a.target, codec, chunks=chunks, shards=shards, zarr_format=a.zarr_format,
-                            overwrite=a.overwrite, **run)]
+    from .zarr_io import SettingsMismatch
+    try:
+        results = _compress(a, src, codec, ratios, chunks, shards, run)
+    except SettingsMismatch as e:
+        raise ValueError(_cli_mismatch(e)) from None
     for level, r in enumerate(results):
         summary = {"source": a.source, **r.summary(), "codec": a.codec, "ratio_requested": r.codec["ratio"],
                    **({"psnr_requested": r.codec["psnr"]} if r.codec.get("psnr") is not None else {}),
@@ -102,6 +97,50 @@ def cmd_compress(a) -> int:
             summary["level"] = level
         print(json.dumps(summary) if a.json else _summary_line(r))
     return 0
+
+
+def _compress(a, src, codec, ratios, chunks, shards, run) -> list:
+    from .pipeline import compress
+    if a.ome:
+        from .ome import write_ome
+        return write_ome(src, a.target, codec, ratios=ratios, levels=a.levels, chunks=chunks,
+                         ngff="0.4" if a.zarr_format == 2 else "0.5", overwrite=a.overwrite, shards=shards, **run)
+    return [compress(src, a.target, codec, chunks=chunks, shards=shards, zarr_format=a.zarr_format,
+                     overwrite=a.overwrite, **run)]
+
+
+#: The compress option of each setting a resumed array must match (a codec parameter without
+#: an option of its own is set with --option KEY=VALUE).
+_CLI_SETTINGS = {"chunks": "--chunks", "shards": "--shards", "zarr_format": "--zarr-format", "codec": "--codec",
+                 "ratio": "--ratio", "psnr": "--psnr", "bits": "--bits", "steps": "--steps", "device": "--device",
+                 "seed": "--seed", "target_psnr": "--target-psnr", "plateau_steps": "--plateau-steps",
+                 "sampling": "--sampling", "levels": "--levels", "ratios": "--ratios"}
+
+
+def _cli_value(name: str, value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_cli_value(name, v) for v in value)
+    if name == "codec":
+        return str(value).removeprefix("inr_codecs.")
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _cli_mismatch(e) -> str:
+    """A :class:`SettingsMismatch` in the command line's terms: ``--ratio 8 (asked 16)``."""
+    parts = []
+    for name, have, want in e.differences:
+        if name in ("shape", "dtype"):
+            parts.append(f"{name} {_cli_value(name, have)} (the source's is {_cli_value(name, want)})")
+        elif name in ("axes", "downscale", "fill_value", "ngff"):     # write_ome's, no option of their own
+            parts.append(f"{name} {_cli_value(name, have)} (asked {_cli_value(name, want)})")
+        elif name in _CLI_SETTINGS:
+            parts.append(f"{_CLI_SETTINGS[name]} {_cli_value(name, have)} (asked {_cli_value(name, want)})")
+        else:
+            parts.append(f"--option {name}={_cli_value(name, have)} (asked {_cli_value(name, want)})")
+    return (f"{e.target} exists with different settings: {', '.join(parts)}; pass --overwrite to replace it, "
+            "or the same settings to resume it")
 
 
 def _summary_line(r) -> str:
@@ -122,41 +161,69 @@ def _codec_config(z) -> dict:
     return {"zarr_format": 3, "codecs": meta.get("codecs")}
 
 
+def _say(cmd: str, text: str) -> None:
+    print(f"inr-codecs {cmd}: {text}", file=sys.stderr)
+
+
 def cmd_info(a) -> int:
     import zarr
+
+    from .zarr_io import LISTED, check_array
     z = zarr.open_array(a.path, mode="r")
     stored, files = stored_chunk_bytes(a.path)
-    raw_written = 0
-    methods: Counter = Counter()
-    fields: dict[str, dict[str, Counter]] = {}
-    sharded = "sharding_indexed" in json.dumps(_codec_config(z))
-    for f in ([] if sharded else files):
-        with open(os.path.join(a.path, f), "rb") as fh:
-            data = fh.read()
-        try:
-            method, header, described = registry.describe(data)
-        except PayloadError as e:
-            methods["unreadable"] += 1
-            print(f"warning: {f}: {e}", file=sys.stderr)
-            continue
-        raw_written += header.nbytes
-        methods[method.name] += 1
-        if method.summary is not None:
-            for key, value in method.summary(described).items():
-                fields.setdefault(method.name, {}).setdefault(key, Counter())[value] += 1
-    raw_written = raw_written or int(np.prod(z.shape)) * z.dtype.itemsize
     out = {"path": a.path, "shape": list(z.shape), "dtype": str(z.dtype), "chunks": list(z.chunks),
-           **_codec_config(z), "stored_files": len(files), "stored_bytes": stored,
-           "ratio_achieved": round(raw_written / max(stored, 1), 2)}
-    if not sharded:
-        out.update(payload_methods=methods, payload_fields=fields)
+           **_codec_config(z), "stored_files": len(files), "stored_bytes": stored}
+    try:
+        check = check_array(z, decode=a.check)
+    except ValueError as e:         # not an inr-codecs array: what zarr says about it, no payloads
+        out["ratio_achieved"] = round(int(np.prod(z.shape)) * z.dtype.itemsize / max(stored, 1), 2)
+        out["note"] = f"not an inr-codecs array ({str(e).rsplit('; ', 1)[-1]})"
+        print(json.dumps(out, indent=None if a.json else 1, default=str))
+        return 0
+    raw = check.raw_bytes or int(np.prod(z.shape)) * z.dtype.itemsize
+    out.update(ratio_achieved=round(raw / max(stored, 1), 2), complete=check.complete,
+               chunks_total=check.chunks_total, chunks_stored=check.chunks_stored,
+               chunks_absent=check.chunks_absent, chunks_unreadable=len(check.unreadable),
+               unreadable=[{"chunk": list(c), "key": k, "error": r} for c, k, r in check.unreadable],
+               payload_methods=check.methods, payload_fields=check.fields)
+    if check.complete is False:
+        out["absent"] = [list(c) for c in check.absent]
+    if check.wrap:
+        out.update(wrapped_in=check.wrap, note=_wrapped_note(check))
     print(json.dumps(out, indent=None if a.json else 1, default=str))
-    return 0
+    for chunk, key, reason in check.unreadable[:LISTED]:
+        _say("info", f"chunk {chunk} (key {key!r}) is unreadable: {reason}")
+    if check.unreadable:
+        more = len(check.unreadable) - LISTED
+        _say("info", f"{a.path}: {len(check.unreadable)} of {check.chunks_total} chunks are unreadable"
+                     + (f" ({more} not listed)" if more > 0 else "")
+                     + "; reading them raises PayloadError (rerun compress to rewrite them, or export "
+                       "--skip-corrupt)")
+    if check.complete is False:
+        some = ", ".join(map(str, check.absent)) + (", ..." if check.chunks_absent > len(check.absent) else "")
+        _say("info", f"{a.path}: incomplete: a compress run started and did not finish; "
+                     f"{check.chunks_absent} of {check.chunks_total} chunks are missing or empty"
+                     + (f" ({some})" if some else "")
+                     + " and read as the fill value; rerun the same compress command to finish it")
+    if check.wrap:
+        _say("info", f"note: {out['note']}")
+    return 0 if check.ok else 1
+
+
+def _wrapped_note(check) -> str:
+    return (f"the payloads are wrapped in {'+'.join(check.wrap)} after the inr-codecs serializer (zarr adds "
+            f"zstd unless compressors=None): {check.over_ceiling} of {check.chunks_stored} stored chunks exceed "
+            "the ceiling of chunk bytes / ratio, and every read decompresses twice; create the array with "
+            "compressors=None (inr-codecs compress does)")
 
 
 def cmd_export(a) -> int:
+    from ._extras import require
+    require("inr-codecs export", "io", ("tensorstore",))     # before anything is written
     import tensorstore as ts
     import zarr
+
+    from .zarr_io import LISTED, ChunkError, read_chunk
     src = zarr.open_array(a.source, mode="r")
     if os.path.exists(a.target) and not a.overwrite:
         raise FileExistsError(f"{a.target} exists; pass --overwrite to replace it")
@@ -172,16 +239,34 @@ def cmd_export(a) -> int:
                 "metadata": {"shape": shape, "chunks": chunks, "dtype": dtype.str,
                              "compressor": {"id": "zstd", "level": 5}}}
     out = ts.open(spec, create=True, delete_existing=a.overwrite).result()
-    regions = list(chunk_regions(shape, chunks))
-    bar = _progress(len(regions), "export")
-    for region in regions:
-        out[region].write(src[region]).result()
+    grid = [-(-s // c) for s, c in zip(shape, chunks)]
+    fill = 0 if src.fill_value is None else src.fill_value
+    skipped = []
+    bar = _progress(int(np.prod(grid)), "export")
+    for chunk in np.ndindex(*grid):
+        try:
+            data = read_chunk(src, chunk)
+        except ChunkError as e:
+            if not a.skip_corrupt:
+                raise PayloadError(f"{e}; {a.target} is incomplete (pass --skip-corrupt to write the fill "
+                                   "value for unreadable chunks)") from None
+            skipped.append(e)
+            data = np.full([min((i + 1) * c, s) - i * c for i, c, s in zip(chunk, chunks, shape)], fill, dtype)
+        region = tuple(slice(i * c, i * c + n) for i, c, n in zip(chunk, chunks, data.shape))
+        out[region].write(data).result()
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
     print(f"{a.target}: {dtype} {tuple(shape)} written with zstd (zarr v{a.zarr_format}, "
           "readable by tensorstore and neuroglancer)")
+    for e in skipped[:LISTED]:
+        _say("export", f"written as the fill value {fill}: {e}")
+    if skipped:
+        more = len(skipped) - LISTED
+        _say("export", f"{len(skipped)} unreadable chunk(s) written as the fill value {fill}"
+                       + (f" ({more} not listed)" if more > 0 else ""))
+        return 1
     return 0
 
 
@@ -232,21 +317,39 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.set_defaults(func=cmd_compress)
-    i = sub.add_parser("info", help="codec, achieved ratio and payload summary of an array")
+    i = sub.add_parser("info", help="codec, achieved ratio, completeness and payload summary of an array "
+                                    "(exit status 1: unreadable chunks, or an interrupted compress)")
     i.add_argument("path")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--check", action="store_true", help="also decode every chunk (slow)")
     i.set_defaults(func=cmd_info)
     e = sub.add_parser("export", help="decode into a standard-codec (zstd) Zarr array, with tensorstore")
     e.add_argument("source")
     e.add_argument("target")
     e.add_argument("--zarr-format", type=int, choices=(2, 3), default=3)
     e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--skip-corrupt", action="store_true",
+                   help="write the fill value for chunks that cannot be read, list them, and exit with status 1")
     e.set_defaults(func=cmd_export)
     b = sub.add_parser("bench", help="rate-distortion benchmark against classical codecs (needs the bench extra)",
                        add_help=False)
     b.add_argument("args", nargs=argparse.REMAINDER, help="see inr-codecs bench --help")
     b.set_defaults(func=cmd_bench)
     return p
+
+
+#: What to install for a module the command line may miss.
+_INSTALL = {"torch": "'inr-codecs[fit]'", "dask": "'inr-codecs[fit]'", "tensorstore": "'inr-codecs[io]'",
+            "tifffile": "'inr-codecs[io]'", "nibabel": "'inr-codecs[io]'", "distributed": "distributed",
+            "ome_zarr": "ome-zarr"}
+
+
+def _missing(e: ImportError) -> str:
+    """An ImportError as one line naming what to install."""
+    if "pip install" in str(e):
+        return str(e).splitlines()[0]
+    name = (e.name or "").split(".")[0]
+    return f"{name or e} is not installed: pip install {_INSTALL.get(name, name)}"
 
 
 def main(argv=None) -> int:
@@ -259,6 +362,9 @@ def main(argv=None) -> int:
         return a.func(a)
     except (BudgetError, FileExistsError, FileNotFoundError, ValueError, TypeError, PayloadError) as e:
         print(f"inr-codecs {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:        # an extra not installed: one line saying what to install
+        print(f"inr-codecs {a.cmd}: error: {_missing(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"inr-codecs {a.cmd}: interrupted; what was written is kept, rerun the same command to resume",

@@ -191,11 +191,31 @@ def _existing(path, zarr_format: int, settings: dict):
     if have is None:
         raise ValueError(f"{path} exists and was not written by write_ome; {hint}")
     want = _normalised(settings)
-    diff = [f"{k} {have.get(k)!r} (asked {want[k]!r})" for k in want if have.get(k) != want[k]]
+    diff = [(k, have.get(k), want[k]) for k in want if k != "codecs" and have.get(k) != want[k]]
+    if any(k == "levels" for k, _, _ in diff):      # then every per-level list differs: say just that
+        diff = [d for d in diff if d[0] not in ("chunks", "shards")]
+    if not diff and have.get("codecs") != want["codecs"]:
+        diff = _codec_differences(have.get("codecs") or [], want["codecs"])
     if diff:
-        raise ValueError(f"{path} was written by write_ome with different " + "; ".join(diff)
-                         + f"; {hint}, or call again with the same settings to resume")
+        from .zarr_io import SettingsMismatch
+        raise SettingsMismatch(path, diff)
     return group
+
+
+def _codec_differences(have: list, want: list) -> list:
+    """The differing codec settings of two images with the same number of levels, as
+    write_ome's keywords name them: ``codec``, ``ratios`` (one per level), or a codec parameter
+    (one value, or one per level where they differ between levels)."""
+    ids = ([c.get("id") for c in have], [c.get("id") for c in want])
+    if ids[0] != ids[1]:
+        return [("codec", *(i[0] if len(set(i)) == 1 else i for i in ids))]
+    out = []
+    for key in dict.fromkeys(k for c in have + want for k in c):
+        values = ([c.get(key) for c in have], [c.get(key) for c in want])
+        if values[0] != values[1]:
+            name = "ratios" if key == "ratio" else key
+            out.append((name, *(v if name == "ratios" or len(set(map(repr, v))) > 1 else v[0] for v in values)))
+    return out
 
 
 def write_ome(source, path, codec, *, ratios=None, levels: int = 1, downscale: int = 2, axes: str | None = None,
@@ -256,7 +276,8 @@ def write_ome(source, path, codec, *, ratios=None, levels: int = 1, downscale: i
     """
     plan = _plan(source, codec, ngff, ratios, levels, downscale, axes, chunks, compress_kwargs)
     write_metadata, fmt = _import_ome(ngff)
-    import dask.array  # noqa: F401  (the lower levels are dask arrays; fail before writing)
+    from .pipeline import require_fit
+    require_fit()      # PyTorch and Dask (the lower levels are dask arrays): fail before writing
     group = _open_group(path, plan, overwrite)
     results = [_write_level(group, path, plan, i, compress_kwargs) for i in range(plan.levels)]
     _write_multiscales(group, path, plan, write_metadata, fmt)

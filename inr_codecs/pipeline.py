@@ -141,7 +141,7 @@ def _encode_group(layout, source, units, init, verify: bool, torch_threads: int 
         for c in chunks:
             x = np.asarray(data[c], np.float64)
             p = payloads.get(c)
-            y = (np.asarray(layout.codec.decode_payload(p), np.float64)[tuple(slice(0, s) for s in x.shape)]
+            y = (np.asarray(layout.decode_chunk(p, c), np.float64)[tuple(slice(0, s) for s in x.shape)]
                  if p is not None else np.full(x.shape, float(layout.fill_value)))
             err = np.abs(x - y)
             stats["sq_err"] += float(np.sum(err ** 2))
@@ -203,7 +203,8 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
         None, or "meta": fit a learned initialisation (``SIRENCodec.learn_init``) to up to
         8 chunks spread over the array, then start every chunk from it.
     verify
-        decode each chunk after writing it and report PSNR and max abs error.
+        decode each chunk after writing it and report PSNR and max abs error (a chunk that
+        cannot be decoded stops the run with a PayloadError naming it and its key).
     progress
         show a tqdm progress bar (chunks, MB/s, ETA, running PSNR).
     resources
@@ -212,10 +213,22 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
     on_group
         called in this process with the running :class:`Result` after each finished group;
         raising from it stops the run (what was written stays; a rerun resumes).
+
+    Notes
+    -----
+    The array's ``inr_codecs_complete`` attribute (:data:`~inr_codecs.zarr_io.COMPLETE_ATTR`)
+    is set to False before the first chunk is written and to True after the last one (and its
+    verification): an interrupted run leaves False, and
+    :func:`~inr_codecs.zarr_io.is_complete` (or ``inr-codecs info``) tells such an array from a
+    finished one. An existing target with other settings raises
+    :class:`~inr_codecs.zarr_io.SettingsMismatch` (a ValueError) naming each difference; the
+    PyTorch and Dask of the ``fit`` extra are checked for (ImportError) before anything is
+    written.
     """
-    from .zarr_io import Layout, open_target
+    from .zarr_io import Layout, mark_complete, open_target
     src = open_source(source)
     client = _check_args(scheduler, warm_start, batch, workers)
+    require_fit()
     codec = with_shared_networks(codec, target, src, chunks, overwrite)
     z = open_target(target, src, codec, chunks=chunks, shards=shards, zarr_format=zarr_format,
                     overwrite=overwrite, fill_value=fill_value)
@@ -223,6 +236,7 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
     if layout.in_memory and scheduler != "threads" and scheduler != "sync":
         raise ValueError("an in-memory (MemoryStore) target can only be written by scheduler='threads' or 'sync'")
     groups, n_workers, threads = _plan(layout, batch, workers)
+    mark_complete(z, False)     # before any chunk is written: an interrupted run is marked as one
     t0 = time.perf_counter()
     init = _warm_start(layout, src, warm_start) if warm_start else None
     result = _new_result(target, layout)
@@ -236,9 +250,17 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
             _run_local(scheduler, n_workers, layout, inputs, groups, init, verify, threads, done)
     finally:
         done.close()
+    mark_complete(z, True)      # every group's chunks are written (and verified): the last write
     result.seconds = time.perf_counter() - t0
     result.psnr = result.running_psnr()
     return result
+
+
+def require_fit() -> None:
+    """ImportError naming the ``fit`` extra unless what compressing needs (PyTorch, Dask) is
+    installed: checked before anything is written."""
+    from ._extras import require
+    require("compressing", "fit", ("torch", "dask"))
 
 
 def _check_args(scheduler, warm_start, batch, workers):

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import google_crc32c  # the crc32c implementation zarr's own ``crc32c`` codec uses
 import numpy as np
 import zarr
+from zarr.abc.codec import BytesBytesCodec
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
@@ -52,7 +53,13 @@ if TYPE_CHECKING:
 
     from .sources import Source
 
-__all__ = ["Layout", "open_target"]
+__all__ = ["COMPLETE_ATTR", "ArrayCheck", "ChunkError", "Layout", "SettingsMismatch", "check_array", "is_complete",
+           "open_target", "read_chunk"]
+
+#: Array attribute :func:`~inr_codecs.pipeline.compress` keeps: False from the moment a run starts
+#: (or resumes) writing, True once every chunk is written (and verified, if the run verifies).
+#: An interrupted run leaves it False; read it with :func:`is_complete`.
+COMPLETE_ATTR = "inr_codecs_complete"
 
 #: Shard index entry of an absent inner chunk (both offset and length).
 EMPTY = 2**64 - 1
@@ -87,6 +94,14 @@ def _set(store: Store, key: str, data: bytes) -> None:
 def _delete(store: Store, key: str) -> None:
     if sync(store.exists(key)):
         sync(store.delete(key))
+
+
+def _codec_name(codec) -> str:
+    """A zarr v3 codec's name in metadata (``zstd``)."""
+    try:
+        return codec.to_dict()["name"]
+    except Exception:       # a codec without metadata of its own
+        return type(codec).__name__
 
 
 def _base_store(store: Store) -> Store:
@@ -179,10 +194,22 @@ class Layout:
     index_endian: str = field(default="little", repr=False)
     #: Whether the shard index is followed by its crc32c checksum.
     index_checksum: bool = field(default=True, repr=False)
+    #: Bytes-to-bytes codecs (e.g. zarr's default zstd) each stored payload was passed through
+    #: after the INR serializer: only arrays opened with :meth:`for_reading` have any, and
+    #: such a layout is read, never written.
+    wrap: tuple = field(default=(), repr=False)
     _metadata: Any = field(default=None, repr=False)   # encodes chunk keys
 
     @classmethod
-    def from_array(cls, z: zarr.Array) -> Layout:
+    def for_reading(cls, z: zarr.Array) -> Layout:
+        """The layout of ``z`` for reading its payloads: as :meth:`from_array`, but a Zarr v3
+        serializer may also be followed by bytes-to-bytes codecs (``compressors``: zarr adds
+        zstd unless ``compressors=None``); :meth:`read_payloads` and :meth:`status` undo them
+        (:attr:`wrap`), and :meth:`write` refuses such a layout."""
+        return cls.from_array(z, wrapped=True)
+
+    @classmethod
+    def from_array(cls, z: zarr.Array, *, wrapped: bool = False) -> Layout:
         """The layout of ``z``, which must store each chunk as one bare INR payload.
 
         Accepted: a Zarr v2 array whose compressor is an INR codec and which has no filters; a
@@ -193,9 +220,9 @@ class Layout:
         """
         md = z.metadata
         if md.zarr_format == 2:
-            codec, sharding = cls._v2_codec(md), None
+            codec, sharding, wrap = cls._v2_codec(md), None, ()
         else:
-            codec, sharding = cls._v3_codecs(md)
+            codec, sharding, wrap = cls._v3_codecs(md, wrapped)
         if len(z.shape) == 0:
             raise ValueError("INR codecs store arrays of one or more dimensions; this array is 0-d")
         try:
@@ -208,7 +235,8 @@ class Layout:
         layout = {"store": z.store_path.store, "path": z.store_path.path,
                   "shape": tuple(int(s) for s in z.shape), "dtype": dtype,
                   "zarr_format": md.zarr_format, "write_shape": outer, "fill_value": fill,
-                  "order": md.order if md.zarr_format == 2 else "C", "codec": codec, "_metadata": md}
+                  "order": md.order if md.zarr_format == 2 else "C", "codec": codec, "wrap": wrap,
+                  "_metadata": md}
         if sharding is None:
             return cls(chunks=outer, sharded=False, **layout)
         endian, checksum = _index_codecs(sharding)
@@ -225,14 +253,17 @@ class Layout:
         return codec
 
     @staticmethod
-    def _v3_codecs(md) -> tuple[InrCodec, ShardingCodec | None]:
+    def _v3_codecs(md, wrapped: bool) -> tuple[InrCodec, ShardingCodec | None, tuple]:
+        """The INR codec, the sharding codec (or None) and the bytes-to-bytes codecs after the
+        serializer (only if ``wrapped``; else there must be none)."""
         codecs = tuple(md.codecs)
-        if len(codecs) == 1 and isinstance(codecs[0], InrSerializer):
-            return codecs[0].codec, None
-        if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
-            inner = tuple(codecs[0].codecs)
-            if len(inner) == 1 and isinstance(inner[0], InrSerializer):
-                return inner[0].codec, codecs[0]
+        sharding = codecs[0] if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec) else None
+        inner = tuple(sharding.codecs) if sharding is not None else codecs
+        if inner and isinstance(inner[0], InrSerializer):
+            wrap = inner[1:]
+            if not wrap or (wrapped and all(isinstance(c, BytesBytesCodec) for c in wrap)):
+                return inner[0].codec, sharding, wrap
+        if sharding is not None:
             raise ValueError(f"{_REQUIRED}; this zarr v3 array's shards hold inner codecs {list(inner)}")
         raise ValueError(f"{_REQUIRED}; this zarr v3 array has codecs {list(codecs)}")
 
@@ -317,10 +348,20 @@ class Layout:
 
     # --- payloads ---
 
+    def chunk_key(self, chunk) -> str:
+        """Store key of the unit (chunk, or shard) that holds a chunk."""
+        chunk = _check_coords(chunk, self.chunk_grid, "chunk")
+        return self.unit_key(tuple(c // n for c, n in zip(chunk, self.chunks_per_unit)))
+
+    def chunk_name(self, chunk) -> str:
+        """How messages name a chunk: ``chunk (0, 1, 0) (key 'c/0/1/0')``, the key being the
+        shard's for a sharded array."""
+        return f"chunk {tuple(int(c) for c in chunk)} (key {self.chunk_key(chunk)!r})"
+
     def check_payload(self, payload, chunk=None) -> None:
         """Raise PayloadError unless ``payload`` is an intact INR payload of this array's chunk
-        shape and dtype (``chunk`` only names the chunk in the message)."""
-        where = "" if chunk is None else f" for chunk {tuple(chunk)}"
+        shape and dtype (``chunk`` only names the chunk and its key in the message)."""
+        where = "" if chunk is None else f" for {self.chunk_name(chunk)}"
         try:
             header, _ = unpack(payload)
             method_for(header)
@@ -330,10 +371,42 @@ class Layout:
             raise PayloadError(f"payload{where}: {e}") from None
         expect_chunk(header, self.chunks, self.dtype, where)
 
+    def decode_chunk(self, payload, chunk) -> np.ndarray:
+        """The chunk a stored payload holds (the full chunk shape), after :meth:`check_payload`;
+        PayloadError naming the chunk and its key if it cannot be read."""
+        self.check_payload(payload, chunk)
+        try:
+            return self.codec.decode_payload(payload)
+        except PayloadError as e:
+            raise PayloadError(f"{self.chunk_name(chunk)}: {e}") from None
+
+    def unwrap(self, data: bytes, chunk=None) -> bytes:
+        """A stored payload with the :attr:`wrap` codecs undone (``data`` itself if there are
+        none); PayloadError, naming ``chunk``, if they cannot undo it."""
+        if not self.wrap:
+            return data
+        from zarr.core.array_spec import ArrayConfig
+        proto = default_buffer_prototype()
+        spec = self._metadata.get_chunk_spec((0,) * len(self.shape), ArrayConfig.from_dict({}), proto)
+        buf = proto.buffer.from_bytes(data)
+        for codec in reversed(self.wrap):
+            try:
+                (buf,) = sync(codec.decode([(buf, spec)]))
+            except Exception as e:      # each codec raises its own kind (zstd: RuntimeError)
+                where = "stored bytes" if chunk is None else f"{self.chunk_name(chunk)}:"
+                raise PayloadError(f"{where} not decodable by its {_codec_name(codec)} codec "
+                                   f"({type(e).__name__}: {e})") from None
+            if buf is None:
+                raise PayloadError(f"{_codec_name(codec)} decoded to nothing")
+        return buf.to_bytes()
+
     def write(self, unit, payloads: Sequence[bytes | None]) -> int:
         """Store a write unit's payloads, given in :meth:`unit_chunks` order (None: an empty
         chunk, not stored). Writes the chunk, or the shard with its index; deletes the key
         instead if every chunk is empty. Returns the number of bytes written."""
+        if self.wrap:
+            raise ValueError(f"{_REQUIRED}; this array's payloads are wrapped in "
+                             f"{[_codec_name(c) for c in self.wrap]}")
         chunks = self.unit_chunks(unit)
         if len(payloads) != len(chunks):
             raise ValueError(f"unit {tuple(unit)} holds {len(chunks)} chunk(s) but "
@@ -355,9 +428,11 @@ class Layout:
 
     def read_payloads(self, unit) -> list[bytes | None]:
         """The stored payloads of a write unit (one read), in :meth:`unit_chunks` order; None
-        for chunks not stored. Raises PayloadError for a corrupt shard index; the payloads
-        themselves are returned unchecked (see :meth:`check_payload`)."""
-        return self._split(unit, _get(self.store, self.unit_key(unit)))
+        for chunks not stored. Raises PayloadError for a corrupt shard index (or bytes the
+        :attr:`wrap` codecs cannot undo); the payloads themselves are returned unchecked (see
+        :meth:`check_payload`)."""
+        parts = self._split(unit, _get(self.store, self.unit_key(unit)))
+        return [None if p is None else self.unwrap(p, c) for c, p in zip(self.unit_chunks(unit), parts)]
 
     def status(self, unit) -> str:
         """"missing" if the unit's key is absent; "ok" if it is present and every payload in it
@@ -369,13 +444,13 @@ class Layout:
         try:
             for chunk, p in zip(self.unit_chunks(unit), self._split(unit, data)):
                 if p is not None:
-                    self.check_payload(p, chunk)
+                    self.check_payload(self.unwrap(p, chunk), chunk)
         except PayloadError:
             return "corrupt"
         return "ok"
 
     def _split(self, unit, data: bytes | None) -> list[bytes | None]:
-        """The payloads in a unit's stored bytes, in :meth:`unit_chunks` order."""
+        """The stored payloads (still wrapped) in a unit's bytes, in :meth:`unit_chunks` order."""
         chunks = self.unit_chunks(unit)
         if data is None:
             return [None] * len(chunks)
@@ -504,23 +579,48 @@ def _new_chunking(source: Source, inr: InrCodec, fmt: int, chunks, shards):
     return chunks, shards
 
 
+class SettingsMismatch(ValueError):
+    """An existing array that a call would resume has other settings than asked for.
+
+    ``target`` is the path; ``differences`` lists ``(name, stored, asked)`` for each differing
+    setting only, named as :func:`~inr_codecs.pipeline.compress` and the codec's constructor
+    name them (``chunks``, ``shards``, ``zarr_format``, ``ratio``, ``steps``, ...; ``codec`` for
+    another codec class, ``shape`` and ``dtype`` for the source's). The message says how to
+    resume or replace it in the Python API; the command line rewrites it in its own options.
+    """
+
+    def __init__(self, target, differences: list[tuple[str, Any, Any]]):
+        self.target, self.differences = str(target), differences
+        diff = ", ".join(f"{name}={have!r} (asked {want!r})" for name, have, want in differences)
+        super().__init__(f"{target} exists with different settings: {diff}; pass overwrite=True to "
+                         "replace it, or the same settings to resume it")
+
+
 def _resumed_array(target, source: Source, inr: InrCodec, fmt: int, chunks, shards) -> zarr.Array:
     """The existing array at ``target``, if it has exactly the settings asked for (to resume);
-    ValueError naming every difference otherwise."""
+    :class:`SettingsMismatch` naming every difference otherwise."""
     try:
         z = zarr.open_array(target, mode="r+")
     except Exception as e:
         raise ValueError(f"{target} exists and is not a Zarr array ({e}); choose another path or "
                          "pass overwrite=True") from None
-    want = dict(shape=tuple(source.shape), dtype=np.dtype(source.dtype).str, chunks=chunks,
-                shards=shards, zarr_format=fmt, codec=inr.get_config())
-    have = dict(shape=tuple(z.shape), dtype=np.dtype(z.dtype).str, chunks=tuple(z.chunks),
-                shards=tuple(z.shards) if z.shards else None, zarr_format=z.metadata.zarr_format,
-                codec=_array_codec(z).get_config())
-    diff = [f"{k} {have[k]} (asked {want[k]})" for k in want if have[k] != want[k]]
+    want = dict(shape=tuple(source.shape), dtype=str(np.dtype(source.dtype)), chunks=chunks,
+                shards=shards, zarr_format=fmt)
+    have = dict(shape=tuple(z.shape), dtype=str(np.dtype(z.dtype)), chunks=tuple(z.chunks),
+                shards=tuple(z.shards) if z.shards else None, zarr_format=z.metadata.zarr_format)
+    diff = [(k, have[k], want[k]) for k in want if have[k] != want[k]]
+    try:
+        stored = _array_codec(z).get_config()
+    except ValueError as e:
+        raise ValueError(f"{target} exists and is not an array compress() writes ({e}); pass "
+                         "overwrite=True to replace it") from None
+    asked = inr.get_config()
+    if stored["id"] != asked["id"]:
+        diff.append(("codec", stored["id"], asked["id"]))
+    else:
+        diff += [(k, stored.get(k), asked.get(k)) for k in {**stored, **asked} if stored.get(k) != asked.get(k)]
     if diff:
-        raise ValueError(f"{target} exists with different " + ", ".join(diff)
-                         + "; pass overwrite=True to replace it, or the same settings to resume")
+        raise SettingsMismatch(target, diff)
     return z
 
 
@@ -529,7 +629,7 @@ def _new_array(target, source: Source, inr: InrCodec, fmt: int, chunks, shards, 
     """A new array at ``target`` for ``source`` (replacing what is there if ``overwrite``):
     ``inr`` as the compressor (Zarr v2) or as the serializer (Zarr v3, sharded if ``shards``)."""
     kw = dict(shape=source.shape, chunks=chunks, dtype=source.dtype, overwrite=overwrite,
-              fill_value=0 if fill_value is None else fill_value)
+              fill_value=0 if fill_value is None else fill_value, attributes={COMPLETE_ATTR: False})
     if fmt == 2:
         return zarr.create_array(target, zarr_format=2, compressors=inr, filters=None, **kw)
     return zarr.create_array(target, shards=shards, serializer=serializer_for(inr), compressors=None,
@@ -545,3 +645,148 @@ def _check_fits(z: zarr.Array, source: Source) -> None:
         raise ValueError(f"the target array has shape {tuple(z.shape)} but the source {source.shape}")
     if np.dtype(z.dtype) != np.dtype(source.dtype):
         raise ValueError(f"the target array has dtype {np.dtype(z.dtype)} but the source {source.dtype}")
+
+
+# --- completion marker ------------------------------------------------------------------------
+
+def is_complete(array) -> bool | None:
+    """Whether :func:`~inr_codecs.pipeline.compress` finished writing ``array`` (a zarr.Array or
+    a path): True once every chunk is written (and verified, if the run verified); False if a
+    run started and has not finished (interrupted, failed, or still running: chunks not yet
+    written read as the fill value, so rerun the same call to finish); None if no ``compress``
+    run wrote it (the :data:`COMPLETE_ATTR` attribute is absent)."""
+    z = array if isinstance(array, zarr.Array) else zarr.open_array(array, mode="r")
+    value = z.attrs.get(COMPLETE_ATTR)
+    return None if value is None else bool(value)
+
+
+def mark_complete(z: zarr.Array, complete: bool) -> None:
+    """Set the :data:`COMPLETE_ATTR` attribute of ``z`` (``compress`` sets False before it
+    writes anything, True after the last chunk)."""
+    if z.store.read_only:
+        raise ValueError("the array's store is read-only: open the array with mode='r+' or 'a' to write to it")
+    z.attrs[COMPLETE_ATTR] = bool(complete)
+
+
+# --- reading chunks, named ----------------------------------------------------------------------
+
+class ChunkError(PayloadError):
+    """A chunk that cannot be read; the message names it, and ``chunk`` (grid coordinates) and
+    ``key`` (the store key holding it: the chunk's, or its shard's) say which it is."""
+
+    def __init__(self, message: str, chunk: tuple[int, ...], key: str):
+        super().__init__(message)
+        self.chunk, self.key = chunk, key
+
+
+def chunk_key(z: zarr.Array, chunk) -> str:
+    """Store key (with the array's path) of the chunk, or shard, holding chunk ``chunk`` of any
+    zarr array (``chunk`` indexes the grid of ``z.chunks``, the inner chunks if sharded)."""
+    inner, outer = tuple(z.chunks), tuple(z.shards or z.chunks)
+    chunk = _check_coords(chunk, _grid(tuple(z.shape), inner), "chunk")
+    key = z.metadata.encode_chunk_key(tuple(c // (o // i) for c, i, o in zip(chunk, inner, outer)))
+    path = z.store_path.path
+    return f"{path}/{key}" if path else key
+
+
+def read_chunk(z: zarr.Array, chunk) -> np.ndarray:
+    """The data of chunk ``chunk`` of ``z`` (its region, clipped to the array), read through
+    zarr; :class:`ChunkError` naming the chunk and its key if it cannot be decoded (a plain
+    ``z[...]`` raises the codec's PayloadError, which cannot say which chunk failed)."""
+    chunk = _check_coords(chunk, _grid(tuple(z.shape), tuple(z.chunks)), "chunk")
+    try:
+        return z[_region(chunk, tuple(z.chunks), tuple(z.shape))]
+    except (ValueError, RuntimeError) as e:   # PayloadError; zarr's crc32c and zstd checks
+        key = chunk_key(z, chunk)
+        raise ChunkError(f"chunk {chunk} (key {key!r}) cannot be read: {e}", chunk, key) from e
+
+
+# --- checking a whole array ----------------------------------------------------------------------
+
+#: Unreadable and absent chunks an :class:`ArrayCheck` lists by name (beyond that, counted).
+LISTED = 20
+
+
+@dataclass
+class ArrayCheck:
+    """What :func:`check_array` found in an INR-coded array's store."""
+
+    #: :func:`is_complete` of the array.
+    complete: bool | None
+    chunks_total: int
+    #: Chunks with a stored payload (readable or not).
+    chunks_stored: int = 0
+    #: Chunks not stored: empty (the fill value everywhere) or, if ``complete`` is False,
+    #: possibly not yet written. The first :data:`LISTED` are in ``absent``.
+    chunks_absent: int = 0
+    absent: list = field(default_factory=list)
+    #: ``(chunk, key, reason)`` of every stored chunk that cannot be read (the reason does not
+    #: repeat the chunk's name).
+    unreadable: list = field(default_factory=list)
+    #: Payloads per method name, and per method the counts of its summary fields.
+    methods: dict = field(default_factory=dict)
+    fields: dict = field(default_factory=dict)
+    #: Raw (decoded) bytes of the stored chunks.
+    raw_bytes: int = 0
+    #: Bytes-to-bytes codecs the payloads are wrapped in (e.g. ``["zstd"]``), and how many
+    #: stored (wrapped) payloads exceed the codec's ceiling of chunk bytes / ratio.
+    wrap: list = field(default_factory=list)
+    over_ceiling: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """No unreadable chunk, and not an interrupted ``compress`` run."""
+        return not self.unreadable and self.complete is not False
+
+
+def check_array(z: zarr.Array, *, decode: bool = False) -> ArrayCheck:
+    """Read every stored payload of an INR-coded array (:meth:`Layout.for_reading`) and check
+    it: intact, of the array's chunk shape and dtype, its fixed fields readable (and, with
+    ``decode``, the whole chunk decodable). A chunk that fails is listed as unreadable (with
+    its key and the reason) and the check goes on. ValueError if ``z`` is not INR-coded."""
+    from .registry import describe
+    layout = Layout.for_reading(z)
+    out = ArrayCheck(complete=is_complete(z), chunks_total=math.prod(layout.chunk_grid),
+                     wrap=[_codec_name(c) for c in layout.wrap])
+    ratio = layout.codec.get_config().get("ratio")
+    chunk_bytes = math.prod(layout.chunks) * layout.dtype.itemsize
+    ceiling = chunk_bytes // ratio if ratio else None
+
+    def bad(chunk, reason):
+        out.unreadable.append((tuple(chunk), layout.chunk_key(chunk), reason))
+
+    for unit in layout.units():
+        chunks = layout.unit_chunks(unit)
+        try:
+            parts = layout._split(unit, _get(layout.store, layout.unit_key(unit)))
+        except PayloadError as e:           # a shard whose index is corrupt: none of its chunks
+            out.chunks_stored += len(chunks)
+            out.raw_bytes += len(chunks) * chunk_bytes
+            for chunk in chunks:
+                bad(chunk, str(e))
+            continue
+        for chunk, part in zip(chunks, parts):
+            if part is None:
+                out.chunks_absent += 1
+                if len(out.absent) < LISTED:
+                    out.absent.append(tuple(chunk))
+                continue
+            out.chunks_stored += 1
+            out.raw_bytes += chunk_bytes
+            if layout.wrap and ceiling is not None and len(part) > ceiling:
+                out.over_ceiling += 1
+            try:
+                p = layout.unwrap(part)
+                layout.check_payload(p)
+                method, _, described = describe(p)
+                if decode:
+                    layout.codec.decode_payload(p)
+            except PayloadError as e:
+                bad(chunk, str(e))
+                continue
+            out.methods[method.name] = out.methods.get(method.name, 0) + 1
+            if method.summary is not None:
+                for key, value in method.summary(described).items():
+                    counts = out.fields.setdefault(method.name, {}).setdefault(key, {})
+                    counts[str(value)] = counts.get(str(value), 0) + 1
+    return out

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import zarr
-from conftest import smooth_volume
+from conftest import fast_codec, fast_serializer, smooth_volume
 
 from inr_codecs.cli import main
 
@@ -66,6 +66,7 @@ def test_sharded_info_and_export(tmp_path, vol, capsys):
     target, info = _compress_then_info(tmp_path, vol, capsys, "--ratio", "4", "--chunks", "8,16,16",
                                        "--shards", "16,32,32")
     assert info["codecs"][0]["name"] == "sharding_indexed"
+    assert info["payload_methods"] == {"siren": 8} and info["complete"] is True    # inner payloads, read too
     # 8 inner chunks, each payload <= its bytes / 4; the shard index adds 16 bytes a chunk + crc32c
     assert info["stored_bytes"] <= vol.nbytes // 4 + 8 * 16 + 4
     _export_matches(tmp_path, target, 3)
@@ -132,6 +133,9 @@ def test_compress_ome_and_resume(tmp_path, capsys):
     assert main(cmd) == 0
     again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [lv["chunks_encoded"] for lv in again] == [0, 0]
+    assert main([*cmd[:cmd.index("--ratios") + 1], "8,2", *cmd[cmd.index("--ratios") + 2:]]) == 2
+    err = capsys.readouterr().err
+    assert "exists with different settings: --ratios 8,4 (asked 8,2); pass --overwrite" in err, err
 
 
 def test_sci_paper_preset_and_options(tmp_path, capsys):
@@ -163,3 +167,124 @@ def test_latent_grid_psnr_mode_and_info(tmp_path, vol, capsys):
     assert (config["psnr"], config["ratio"]) == (25, 4)
     assert main(["compress", str(tmp_path / "v.npy"), str(tmp_path / "b.zarr"), "--psnr", "25", *FAST]) == 2
     assert "psnr" in capsys.readouterr().err and not (tmp_path / "b.zarr").exists()
+
+
+def _small_v2(tmp_path, vol, capsys, name="a.zarr"):
+    """``vol`` compressed by the CLI into 4 chunks of a Zarr v2 array (keys '0.0.0' ...)."""
+    np.save(tmp_path / "v.npy", vol)
+    target = tmp_path / name
+    assert main(["compress", str(tmp_path / "v.npy"), str(target), "--ratio", "8", "--chunks", "16,16,16",
+                 "--zarr-format", "2", "--no-progress", *FAST]) == 0
+    capsys.readouterr()
+    return target
+
+
+def test_info_counts_unreadable_chunks_names_them_and_fails(tmp_path, vol, capsys):
+    """A chunk whose header is intact but whose body is not, and one failing its checksum, are
+    counted as unreadable (named by chunk and key) and info goes on, then exits 1; --check also
+    decodes, catching a body whose fixed fields read but whose network does not."""
+    from inr_codecs import payload
+    target = _small_v2(tmp_path, vol, capsys)
+    good = (target / "0.0.0").read_bytes()
+    header, body = payload.unpack(good)
+    (target / "0.0.1").write_bytes(payload.pack(header, b"\x00\x01\x02"))      # CRC-valid, body too short
+    (target / "0.1.0").write_bytes(good[:-1] + bytes([good[-1] ^ 1]))         # checksum mismatch
+    (target / "0.1.1").write_bytes(payload.pack(header, bytes(body[:-4])))     # network truncated
+    assert main(["info", str(target), "--json"]) == 1
+    out, err = capsys.readouterr()
+    info = json.loads(out)
+    assert (info["chunks_unreadable"], info["payload_methods"], info["complete"]) == (2, {"siren": 2}, True)
+    assert [(u["chunk"], u["key"]) for u in info["unreadable"]] == [([0, 0, 1], "0.0.1"), ([0, 1, 0], "0.1.0")]
+    assert "chunk (0, 0, 1) (key '0.0.1') is unreadable" in err and "2 of 4 chunks are unreadable" in err
+    assert main(["info", str(target), "--json", "--check"]) == 1
+    info = json.loads(capsys.readouterr().out)
+    assert [u["key"] for u in info["unreadable"]] == ["0.0.1", "0.1.0", "0.1.1"]
+
+
+def test_info_reports_an_interrupted_compress(tmp_path, vol, capsys):
+    from inr_codecs import compress
+
+    def stop(result):
+        raise KeyboardInterrupt
+
+    target = str(tmp_path / "i.zarr")
+    with pytest.raises(KeyboardInterrupt):
+        compress(vol, target, fast_codec(8), chunks=(16, 16, 16), batch=1, scheduler="sync", progress=False,
+                 on_group=stop)
+    assert main(["info", target, "--json"]) == 1
+    out, err = capsys.readouterr()
+    info = json.loads(out)
+    assert (info["complete"], info["chunks_stored"], info["chunks_absent"]) == (False, 1, 3)
+    assert len(info["absent"]) == 3
+    assert "incomplete" in err and "3 of 4 chunks are missing or empty" in err and "rerun" in err
+    assert main(["compress", str(_npy(tmp_path, vol)), target, "--ratio", "8", "--chunks", "16,16,16",
+                 "--zarr-format", "2", "--batch", "1", "--no-progress", *FAST]) == 0
+    capsys.readouterr()
+    assert main(["info", target, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["complete"], info["chunks_stored"], info["chunks_absent"]) == (True, 4, 0)
+
+
+def _npy(tmp_path, vol):
+    np.save(tmp_path / "v.npy", vol)
+    return tmp_path / "v.npy"
+
+
+@pytest.mark.parametrize("shards", [None, (16, 32, 32)], ids=["unsharded", "sharded"])
+def test_info_reads_payloads_zarr_wrapped_in_zstd(tmp_path, vol, capsys, shards):
+    """A Zarr v3 array created without compressors=None stores zstd(payload): info reads the
+    payloads through it and says what it costs and how to avoid it."""
+    z = zarr.create_array(str(tmp_path / "w.zarr"), shape=vol.shape, chunks=(16, 16, 16), shards=shards,
+                          dtype=vol.dtype, serializer=fast_serializer(8))
+    z[:] = vol
+    assert main(["info", str(tmp_path / "w.zarr"), "--json", "--check"]) == 0
+    out, err = capsys.readouterr()
+    info = json.loads(out)
+    assert info["payload_methods"] == {"siren": 4} and info["chunks_unreadable"] == 0
+    assert info["wrapped_in"] == ["zstd"] and "compressors=None" in info["note"] and "ceiling" in info["note"]
+    assert "compressors=None" in err
+
+
+def test_missing_extras_say_what_to_install_and_write_nothing(tmp_path, vol, capsys, monkeypatch):
+    target = _small_v2(tmp_path, vol, capsys)
+    monkeypatch.setitem(sys.modules, "tensorstore", None)
+    assert main(["export", str(target), str(tmp_path / "e.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'inr-codecs[io]'" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "e.zarr").exists()
+    monkeypatch.setitem(sys.modules, "dask", None)
+    assert main(["compress", str(tmp_path / "v.npy"), str(tmp_path / "n.zarr"), "--ratio", "8", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'inr-codecs[fit]'" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "n.zarr").exists()
+
+
+def test_export_names_a_corrupt_chunk_and_skip_corrupt_writes_the_fill_value(tmp_path, vol, capsys):
+    import tensorstore as ts
+    target = _small_v2(tmp_path, vol, capsys)
+    decoded = zarr.open_array(str(target), mode="r")[:]
+    good = (target / "0.1.0").read_bytes()
+    (target / "0.1.0").write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    assert main(["export", str(target), str(tmp_path / "e.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "chunk (0, 1, 0) (key '0.1.0') cannot be read" in err and "--skip-corrupt" in err
+    assert main(["export", str(target), str(tmp_path / "e.zarr"), "--overwrite", "--skip-corrupt"]) == 1
+    err = capsys.readouterr().err
+    assert "chunk (0, 1, 0) (key '0.1.0')" in err and "1 unreadable chunk(s) written as the fill value 0" in err
+    got = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tmp_path / "e.zarr")}}
+                  ).result().read().result()
+    assert (got[:, 16:, :16] == 0).all()
+    decoded[:, 16:, :16] = 0
+    assert np.array_equal(got, decoded)
+
+
+def test_resume_with_other_settings_names_only_the_differences_as_options(tmp_path, vol, capsys):
+    """The CLI resumes an existing target (as --help and the docs say); with other settings it
+    names just the differing ones, spelled as its options."""
+    target = _small_v2(tmp_path, vol, capsys)
+    assert main(["compress", str(tmp_path / "v.npy"), str(target), "--ratio", "12", "--chunks", "16,16,16",
+                 "--zarr-format", "2", "--option", "w0=25", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith("exists with different settings: --ratio 8 (asked 12), --option w0=20 (asked 25); "
+                                "pass --overwrite to replace it, or the same settings to resume it"), err
+    assert "overwrite=True" not in err

@@ -18,6 +18,7 @@ from inr_codecs import BudgetError  # noqa: E402
 from inr_codecs.metrics import psnr, stored_chunk_bytes  # noqa: E402
 from inr_codecs.ome import _check_axes, _downsampled, level_shapes, max_levels, write_ome  # noqa: E402
 from inr_codecs.sources import open_source  # noqa: E402
+from inr_codecs.zarr_io import SettingsMismatch  # noqa: E402
 
 SHAPE, CHUNKS, RATIOS = (16, 64, 64), (16, 32, 32), (8, 4)   # level 1: (8, 32, 32), one chunk
 VERSIONS = ("0.4", "0.5")
@@ -131,9 +132,10 @@ def test_different_settings_refused_unless_overwrite(images, volume, tmp_path):
     path = str(tmp_path / "copy.ome.zarr")
     shutil.copytree(images["0.5"][0], path)
     before = sorted(os.listdir(path))
-    with pytest.raises(ValueError, match="different.*codecs"):
+    with pytest.raises(SettingsMismatch, match=r"different settings: ratios=\[8.0, 4.0\] \(asked \[8.0, 2.0\]\); "
+                                               r"pass overwrite=True"):
         _write(volume, path, "0.5", ratios=(8, 2))
-    with pytest.raises(ValueError, match="levels 2 .asked 1."):
+    with pytest.raises(ValueError, match=r"different settings: levels=2 \(asked 1\);"):
         _write(volume, path, "0.5", ratios=(8,), levels=1)
     with pytest.raises(ValueError, match="not a Zarr v2 group"):
         _write(volume, path, "0.4")

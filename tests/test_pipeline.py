@@ -10,8 +10,9 @@ import pytest
 import zarr
 from conftest import DATA, fast_codec, fast_sci, smooth_volume
 
-from inr_codecs import compress, decode
+from inr_codecs import PayloadError, compress, decode, payload
 from inr_codecs.metrics import psnr, stored_chunk_bytes
+from inr_codecs.zarr_io import SettingsMismatch, is_complete
 
 CHUNKS = (16, 32, 32)
 
@@ -97,16 +98,23 @@ def test_interrupted_run_resumes_to_the_same_bytes(vol, tmp_path, reference):
                  on_group=stop)
     first = _chunk_files(path)
     assert len(first) == 2
+    assert is_complete(str(path)) is False          # the interrupted run is marked as one
     stamps = {f: os.stat(path / f).st_mtime_ns for f in first}
     r = compress(vol, str(path), fast_codec(8), chunks=CHUNKS, batch=2, progress=False)
     assert (r.chunks_encoded, r.chunks_skipped) == (4, 2)
+    assert is_complete(str(path)) is True
     assert {f: os.stat(path / f).st_mtime_ns for f in first} == stamps     # not written again
     assert _chunk_files(path) == reference
-    # a truncated chunk (a process killed mid-write) fails its checksum and is written again
+    # a truncated chunk (a process killed mid-write) fails its checksum and is written again; a
+    # rerun marks the array incomplete before it writes, so one interrupted again says so
     victim = sorted(first)[0]
     (path / victim).write_bytes(first[victim][:40])
+    with pytest.raises(KeyboardInterrupt):
+        compress(vol, str(path), fast_codec(8), chunks=CHUNKS, batch=2, scheduler="sync", progress=False,
+                 on_group=stop)
+    assert is_complete(str(path)) is False
     r = compress(vol, str(path), fast_codec(8), chunks=CHUNKS, batch=2, progress=False)
-    assert r.chunks_encoded == 1 and _chunk_files(path) == reference     # its group refitted, one written
+    assert _chunk_files(path) == reference and is_complete(str(path)) is True
 
 
 def test_killed_cli_run_resumes_with_the_same_command(vol, tmp_path, reference):
@@ -189,9 +197,13 @@ def test_existing_target_with_other_settings_is_refused_and_kept(vol, tmp_path):
     path = tmp_path / "e.zarr"
     compress(vol, str(path), fast_codec(8), chunks=CHUNKS, progress=False)
     before = _chunk_files(path)
-    with pytest.raises(ValueError, match="exists with different codec"):
+    with pytest.raises(SettingsMismatch) as e:
         compress(vol, str(path), fast_codec(8, steps=13), chunks=CHUNKS, progress=False)
-    with pytest.raises(ValueError, match="chunks"):
+    # only what differs, in the Python API's names
+    assert e.value.differences == [("steps", 12, 13)]
+    assert "exists with different settings: steps=12 (asked 13); pass overwrite=True" in str(e.value)
+    with pytest.raises(ValueError, match=r"^\S+ exists with different settings: chunks=\(16, 32, 32\) "
+                                         r"\(asked \(16, 64, 32\)\); pass overwrite=True"):
         compress(vol, str(path), fast_codec(8), chunks=(16, 64, 32), progress=False)
     assert _chunk_files(path) == before
     r = compress(vol, str(path), fast_codec(8, steps=13), chunks=CHUNKS, overwrite=True, progress=False)
@@ -290,3 +302,23 @@ def test_cuda_batched_compress_decodes_on_numpy(vol, tmp_path):
     r = compress(vol, str(tmp_path / "g.zarr"), codec, chunks=CHUNKS, progress=False)
     assert r.chunks_encoded == 6 and r.ratio >= 8 and r.psnr > 12
     assert psnr(vol, zarr.open_array(str(tmp_path / "g.zarr"), mode="r")[:]) == pytest.approx(r.psnr)
+
+
+def test_verify_names_an_unreadable_chunk_and_the_array_stays_incomplete(tmp_path):
+    """A stored chunk whose header is intact (so a resume keeps it) but whose body does not
+    decode stops the verifying rerun with a PayloadError naming the chunk and its key."""
+    x = smooth_volume((16, 32, 32), "uint16")
+    path = tmp_path / "v.zarr"
+    compress(x, str(path), fast_codec(8), chunks=(16, 16, 16), zarr_format=2, progress=False)
+    header, body = payload.unpack((path / "0.0.1").read_bytes())
+    (path / "0.0.1").write_bytes(payload.pack(header, bytes(body[:-4])))     # checksum recomputed
+    with pytest.raises(PayloadError, match=r"chunk \(0, 0, 1\) \(key '0\.0\.1'\): "):
+        compress(x, str(path), fast_codec(8), chunks=(16, 16, 16), zarr_format=2, progress=False)
+    assert is_complete(str(path)) is False
+
+
+def test_compress_without_the_fit_extra_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask", None)       # 'import dask' now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'inr-codecs\[fit\]' \(missing: dask\)"):
+        compress(smooth_volume((16, 16, 16), "uint16"), str(tmp_path / "a.zarr"), fast_codec(8), progress=False)
+    assert not (tmp_path / "a.zarr").exists()

@@ -24,7 +24,7 @@ from zarr.codecs import (
 )
 
 from inr_codecs import PayloadError, decode
-from inr_codecs.zarr_io import EMPTY, Layout, _morton_order
+from inr_codecs.zarr_io import EMPTY, ChunkError, Layout, _morton_order, check_array, read_chunk
 
 SHAPE, CHUNKS, SHARDS = (6, 20, 40), (4, 16, 16), (4, 32, 32)   # edge chunks on every axis
 # Shards: grid (2, 1, 2) of 1x2x2 chunks; shards (., 0, 1) hold an inner chunk (x 48..64)
@@ -403,3 +403,46 @@ def test_memory_store_is_in_memory():
     assert layout.in_memory
     copy = pickle.loads(pickle.dumps(layout))   # a copy of the data: writes would not be seen
     assert copy.in_memory and copy.store is not layout.store
+
+
+@pytest.mark.parametrize("shards", [None, (8, 16, 32)], ids=["unsharded", "sharded"])
+def test_read_chunk_names_the_chunk_and_its_key(tmp_path, shards):
+    """zarr's own read of a corrupt chunk raises the codec's PayloadError, which cannot name the
+    chunk; read_chunk and Layout's checks name it and its store key (the shard's if sharded)."""
+    z = zarr.create_array(str(tmp_path), shape=(8, 16, 32), chunks=(8, 16, 16), shards=shards, dtype="uint16",
+                          serializer=fast_serializer(**CODEC), compressors=None)
+    z[:] = smooth_volume((8, 16, 32), "uint16")
+    key = "c/0/0/0" if shards else "c/0/0/1"
+    raw = bytearray((tmp_path / key).read_bytes())
+    where = len(raw) - 40 - (2 * 16 + 4 if shards else 0)    # inside chunk (0, 0, 1)'s payload (the shard's last)
+    raw[where] ^= 1
+    (tmp_path / key).write_bytes(bytes(raw))
+    z = zarr.open_array(str(tmp_path), mode="r")
+    assert read_chunk(z, (0, 0, 0)).shape == (8, 16, 16)
+    with pytest.raises(ChunkError, match=rf"chunk \(0, 0, 1\) \(key '{key}'\) cannot be read: .*checksum") as e:
+        read_chunk(z, (0, 0, 1))
+    assert (e.value.chunk, e.value.key) == ((0, 0, 1), key) and isinstance(e.value, PayloadError)
+    layout = Layout.from_array(z)
+    (payload,) = [p for c, p in zip(layout.unit_chunks(layout.units()[-1]), layout.read_payloads(layout.units()[-1]))
+                  if c == (0, 0, 1)]
+    with pytest.raises(PayloadError, match=rf"payload for chunk \(0, 0, 1\) \(key '{key}'\): .*checksum"):
+        layout.check_payload(payload, (0, 0, 1))
+
+
+def test_layout_for_reading_undoes_zstd_after_the_serializer(tmp_path):
+    """zarr appends zstd after the serializer unless compressors=None: such an array is read
+    (payloads unwrapped), never written."""
+    vol = smooth_volume((8, 16, 32), "uint16")
+    z = zarr.create_array(str(tmp_path), shape=vol.shape, chunks=(8, 16, 16), dtype="uint16",
+                          serializer=fast_serializer(**CODEC))
+    z[:] = vol
+    with pytest.raises(ValueError, match="compressors=None"):
+        Layout.from_array(z)
+    layout = Layout.for_reading(z)
+    assert [type(c).__name__ for c in layout.wrap] == ["ZstdCodec"]
+    (payload,) = layout.read_payloads((0, 0, 1))
+    assert np.array_equal(decode(payload), z[:, :, 16:]) and layout.status((0, 0, 1)) == "ok"
+    with pytest.raises(ValueError, match="wrapped in"):
+        layout.write((0, 0, 1), [payload])
+    check = check_array(z, decode=True)
+    assert (check.chunks_stored, check.unreadable, check.wrap, check.methods) == (2, [], ["zstd"], {"siren": 2})
