@@ -226,7 +226,7 @@ def denormalise(y: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndar
 def denormalise_into(x: np.ndarray, lo: float, hi: float, out: np.ndarray) -> None:
     """:func:`denormalise` of float64 ``x`` written into ``out`` (its dtype, ``x``'s shape);
     ``x`` is overwritten (scratch: a decoder works tile by tile without temporaries)."""
-    check_range(lo, hi, out.dtype)
+    check_decoded_range(lo, hi, out.dtype)
     mid, half = (lo + hi) / 2.0, (hi - lo) / 2.0
     with np.errstate(over="ignore"):        # a forged network's huge output is clipped below
         x *= half
@@ -284,7 +284,7 @@ def read_range(r: Reader) -> tuple[float, float]:
     return lo, hi
 
 
-def check_range(lo: float, hi: float, dtype: np.dtype) -> None:
+def check_decoded_range(lo: float, hi: float, dtype: np.dtype) -> None:
     """PayloadError unless every value of [lo, hi] can be stored in ``dtype`` (so decoded
     values, clipped to the range, never overflow to inf or wrap around)."""
     info = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)

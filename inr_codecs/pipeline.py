@@ -195,7 +195,8 @@ def compress(source, target, codec=None, *, chunks=None, shards=None, zarr_forma
         "threads" (default), "processes", "sync", or a ``dask.distributed.Client``.
     workers
         parallel tasks for the local schedulers (default: 1 on CUDA, else 1 with all cores
-        to torch). Each of ``workers`` threads gets ``cores // workers`` torch threads.
+        to torch). Each of ``workers`` threads gets ``cores // workers`` torch threads (cores:
+        those the process may use, at most ``OMP_NUM_THREADS`` where it is set).
     batch
         write units per task (one fit): default one shard if sharded, else 8 chunks on CPU
         and 64 on CUDA. Part of what makes a rerun identical: keep it between runs.
@@ -286,9 +287,19 @@ def _plan(layout, batch: int | None, workers: int | None):
     per_task = 1 if layout.sharded else (batch or (64 if cuda else 8))
     groups = [units[i:i + per_task] for i in range(0, len(units), per_task)]
     n_workers = workers or 1
-    cores = os.cpu_count() or 1
-    threads = None if cuda else max(1, cores // n_workers)
+    threads = None if cuda else max(1, _cores() // n_workers)
     return groups, n_workers, threads
+
+
+def _cores() -> int:
+    """The cores this process may use, at most ``OMP_NUM_THREADS`` where that is set (a user's cap
+    on compute threads; also what makes a CPU fit's arithmetic independent of thread timing)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        cores = os.cpu_count() or 1
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return min(cores, int(cap)) if cap.isdigit() and int(cap) > 0 else cores
 
 
 def _new_result(target, layout) -> Result:

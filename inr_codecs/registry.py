@@ -155,17 +155,22 @@ _MALFORMED = (ValueError, TypeError, IndexError, KeyError, OverflowError, ZeroDi
               FloatingPointError, struct.error)
 
 
+def _read_body(method: Method, read, header: Header, body, **options):
+    """``read(header, Reader(body), **options)``, any error of a malformed body a PayloadError."""
+    try:
+        return read(header, Reader(body), **options)
+    except PayloadError:
+        raise
+    except _MALFORMED as e:
+        raise PayloadError(f"malformed {method.name} payload ({type(e).__name__}: {e})") from e
+
+
 def decode_unpacked(header: Header, body, **options) -> np.ndarray:
     """:func:`decode` of a payload :func:`payload.unpack` has checked; ``options`` go to the
     method's ``decode_body`` (e.g. a latent-grid array's shared networks). Any error of a
     malformed body is a PayloadError naming the method."""
     method = method_for(header)
-    try:
-        out = method.decode_body(header, Reader(body), **options)
-    except PayloadError:
-        raise
-    except _MALFORMED as e:
-        raise PayloadError(f"malformed {method.name} payload ({type(e).__name__}: {e})") from e
+    out = _read_body(method, method.decode_body, header, body, **options)
     return np.asarray(out.reshape(header.shape), order=header.order)
 
 
@@ -173,7 +178,7 @@ def describe(data) -> tuple[Method, Header, Any]:
     """The method, header and fixed body fields of a payload, without decoding it."""
     header, body = payload.unpack(data)
     method = method_for(header)
-    fields = method.describe_body(header, Reader(body)) if method.describe_body else None
+    fields = _read_body(method, method.describe_body, header, body) if method.describe_body else None
     return method, header, fields
 
 

@@ -322,3 +322,15 @@ def test_compress_without_the_fit_extra_writes_nothing(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"pip install 'inr-codecs\[fit\]' \(missing: dask\)"):
         compress(smooth_volume((16, 16, 16), "uint16"), str(tmp_path / "a.zarr"), fast_codec(8), progress=False)
     assert not (tmp_path / "a.zarr").exists()
+
+
+def test_torch_threads_respect_omp_num_threads(monkeypatch):
+    """Fitting threads per worker are the cores this process may use, capped by OMP_NUM_THREADS
+    (a user's cap; with 1, a CPU fit's sums do not depend on how threads are scheduled)."""
+    from inr_codecs import pipeline
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert pipeline._cores() == 8
+    for value, cores in (("1", 1), ("3", 3), ("64", 8), ("", 8), ("x", 8)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert pipeline._cores() == cores, value

@@ -241,6 +241,8 @@ def render_body(shape, r) -> tuple[Body, np.ndarray]:
     chunk before deblocking."""
     body = read_body_fixed(shape, r)
     axes = coord_axes(shape)
+    if not axes:
+        raise PayloadError(f"an SCI payload for a one-voxel chunk {tuple(shape)} (writers store a constant)")
     in_dim = len(axes)
     net_ids = [i for i, w in enumerate(body.widths) if w != (0, 0)]
     shapes = [layer_shapes(in_dim, *body.widths[i], body.depth) for i in net_ids]

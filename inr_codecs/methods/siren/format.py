@@ -86,6 +86,8 @@ def fixed_network(tensors, w0: float) -> FixedSiren:
 def decode_body(header: Header, r: Reader) -> np.ndarray:
     lo, hi, w0, depth, width, enc, bits = read_body_fixed(r)
     axes = coord_axes(header.shape)
+    if not axes:
+        raise PayloadError(f"a SIREN payload for a one-voxel chunk {header.shape} (writers store a constant)")
     net = fixed_network(quant.decode_exact(r, siren_shapes(len(axes), width, depth), enc, bits), w0)
     r.done()
     tables = [coord_table(header.shape[a]) for a in axes]
