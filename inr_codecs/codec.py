@@ -53,8 +53,8 @@ def expect_chunk(header: Header, shape, dtype, where: str = "") -> None:
 
 def check_out(header: Header, out) -> None:
     """Raise PayloadError unless numcodecs' ``out`` can take the payload's chunk as it is: a flat
-    byte buffer of its size, or an array of its dtype (kind and size) and element count, and of its
-    shape when ``out`` has more than one axis."""
+    byte buffer of its size, or an array of its dtype (kind and size; another byte order is
+    converted) and element count, and of its shape when ``out`` has more than one axis."""
     o = ensure_ndarray_like(out)
     raw = o.ndim <= 1 and o.dtype.itemsize == 1
     if raw and o.nbytes == header.nbytes:
@@ -69,44 +69,50 @@ def check_out(header: Header, out) -> None:
 
 class DecodedChunk(np.ndarray):
     """What the numcodecs ``decode`` returns without ``out``: the chunk, as a numpy array that
-    refuses (PayloadError) to be viewed as another dtype (kind or item size) or reshaped to
-    another shape of more than one axis. Zarr's v2 reader views and reshapes whatever a
-    compressor returns to its array's chunk dtype and shape; this makes it refuse a payload of
+    refuses (PayloadError) to be viewed as another dtype (kind, item size or byte order) or
+    reshaped to another shape of more than one axis. Zarr's v2 reader views and reshapes whatever
+    a compressor returns to its array's chunk dtype and shape; this makes it refuse a payload of
     another array (the same byte count, another dtype or shape) instead of reading it bit-cast.
     Slices, copies and ``np.asarray(chunk)`` are plain arrays of the same values."""
 
-    _expects: tuple | None = None       # (kind, itemsize, shape) of the payload's chunk
+    _expects: tuple | None = None       # (dtype, shape) of the payload's chunk
 
     @classmethod
     def of(cls, arr: np.ndarray, header: Header) -> "DecodedChunk":
         out = arr.view(cls)
-        out._expects = (header.dtype.kind, header.dtype.itemsize, tuple(header.shape))
+        out._expects = (header.dtype, tuple(header.shape))
         return out
 
     def __array_finalize__(self, obj):
         # Only views of the whole chunk (its shape, or flattened) carry the check.
         exp = getattr(obj, "_expects", None)
-        keep = exp is not None and self.shape in (exp[2], (math.prod(exp[2]),))
+        keep = exp is not None and self.shape in (exp[1], (math.prod(exp[1]),))
         self._expects = exp if keep else None
 
     def _refuse(self, what: str):
-        kind, size, shape = self._expects
-        raise PayloadError(f"payload holds a {shape} chunk of {np.dtype(f'{kind}{size}')}; "
-                           f"refusing to read it as {what} (a chunk of another array?)")
+        dtype, shape = self._expects
+        raise PayloadError(f"payload holds a {shape} chunk of {dtype.str}; refusing to read it as {what} "
+                           "(a chunk of another array?)")
 
     def view(self, *args, **kwargs):
         out = super().view(*args, **kwargs)
         exp = self._expects
-        if exp is not None and isinstance(out, np.ndarray) and (out.dtype.kind, out.dtype.itemsize) != exp[:2]:
-            self._refuse(str(out.dtype))
+        if exp is not None and isinstance(out, np.ndarray) and not same_values(out.dtype, exp[0]):
+            self._refuse(out.dtype.str)
         return out
 
     def reshape(self, *args, **kwargs):
         out = super().reshape(*args, **kwargs)
         exp = self._expects
-        if exp is not None and out.ndim > 1 and out.shape != exp[2]:
+        if exp is not None and out.ndim > 1 and out.shape != exp[1]:
             self._refuse(f"shape {out.shape}")
         return out
+
+
+def same_values(a: np.dtype, b: np.dtype) -> bool:
+    """Whether the bytes of dtype ``a`` mean the same values as those of ``b`` (equal dtypes, or
+    single-byte ones of the same kind)."""
+    return a == b or (a.itemsize == b.itemsize == 1 and a.kind == b.kind)
 
 
 class BudgetError(ValueError):
@@ -368,6 +374,9 @@ class InrCodec(Codec):
         with decode_slots:
             arr = self.decode_payload(buf)
         if out is not None:
+            o = ensure_ndarray_like(out)
+            if o.dtype.itemsize > 1 and not same_values(o.dtype, arr.dtype):
+                arr = arr.astype(o.dtype)       # the other byte order (ndarray_copy would bit-cast)
             return ndarray_copy(arr, out)
         header, _ = payload.unpack(ensure_contiguous_ndarray(buf))
         return DecodedChunk.of(arr, header)

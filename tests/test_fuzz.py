@@ -201,3 +201,36 @@ def test_seeds_decode_cleanly(seeds):
         assert check(decoded[name], data) is None, name
         assert header_end(data) < len(data)
         assert fix_crc(data) == data
+
+
+def test_zarr_v2_refuses_a_chunk_of_another_array(tmp_path):
+    """A Zarr v2 array read a valid payload of another dtype, byte order or shape with the same
+    byte count bit-cast (uint16 33625 as int16 -31911); the decoded chunk now refuses the view
+    or reshape zarr applies. numcodecs' decode(out=) converts another byte order."""
+    import shutil
+
+    import zarr
+
+    from inr_codecs import SIRENCodec
+    x = (np.linspace(0, 3000, 16 * 32 * 32).reshape(16, 32, 32) + 30000).astype("<u2")
+    arrays = {}
+    for name, dtype, shape in (("a", "<u2", (16, 32, 32)), ("i2", "<i2", (16, 32, 32)), ("be", ">u2", (16, 32, 32)),
+                               ("perm", "<u2", (32, 16, 32))):
+        arrays[name] = zarr.create(store=str(tmp_path / name), shape=shape, chunks=shape, dtype=dtype,
+                                   compressor=SIRENCodec(8, steps=3, device="cpu"), zarr_format=2)
+    arrays["a"][...] = x
+    good = arrays["a"][...]
+    for name in ("i2", "be", "perm"):
+        shutil.copy(tmp_path / "a" / "0.0.0", tmp_path / name / "0.0.0")
+        with pytest.raises(PayloadError, match="refusing to read it as"):
+            zarr.open_array(str(tmp_path / name))[...]
+    data = (tmp_path / "a" / "0.0.0").read_bytes()
+    codec = SIRENCodec(8)
+    chunk = codec.decode(data)
+    assert np.array_equal(chunk, good) and type(np.asarray(chunk)) is np.ndarray
+    with pytest.raises(PayloadError):
+        chunk.view(">u2")
+    assert chunk[3:5].reshape(2, -1).shape == (2, 1024)         # slices are plain
+    out = np.empty((16, 32, 32), ">u2")
+    codec.decode(data, out=out)
+    assert np.array_equal(out, good)
