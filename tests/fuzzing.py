@@ -12,6 +12,7 @@ is allowed: a ``PayloadError``, or an array of the declared shape and dtype with
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -191,19 +192,22 @@ def _codec_for(data: bytes):
 
 
 def outcome(data: bytes, like: np.ndarray) -> dict:
-    """Decode ``data`` the three ways; per way, ``"PayloadError"``, another exception's type name,
-    or ``"ok"`` (with ``"problem"`` naming a broken promise: wrong shape or dtype, non-finite
-    values). ``like`` is the seed's decoded chunk (what ``out=`` is shaped as)."""
+    """Decode ``data`` the three ways; per way, the ``"result"``: ``"PayloadError"``, another
+    exception's type name, or ``"ok"`` (with ``"problem"`` naming a broken promise: wrong shape or
+    dtype, non-finite values), and the ``"seconds"`` it took. ``like`` is the seed's decoded chunk
+    (what ``out=`` is shaped as)."""
     from inr_codecs import PayloadError, decode
 
     def run(fn):
+        t = time.perf_counter()
         try:
             arr = fn()
         except PayloadError:
-            return {"result": "PayloadError"}
+            return {"result": "PayloadError", "seconds": time.perf_counter() - t}
         except Exception as e:          # noqa: BLE001  (what the fuzzer is looking for)
-            return {"result": type(e).__name__, "message": str(e)[:200]}
-        return {"result": "ok", "problem": check(arr, data)}
+            return {"result": type(e).__name__, "message": str(e)[:200], "seconds": time.perf_counter() - t}
+        seconds = time.perf_counter() - t
+        return {"result": "ok", "problem": check(arr, data), "seconds": seconds}
 
     codec = _codec_for(data)
     out = np.empty(like.shape, like.dtype)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ... import payload, quant
-from ...codec import denormalise, pack_range, read_range
+from ...codec import denormalise_into, pack_range, read_range
 from ...nn import FixedSiren, coord_axes, coord_table, fixed_coords, siren_shapes
 from ...payload import Header, PayloadError, Reader
 
@@ -92,8 +92,9 @@ def decode_body(header: Header, r: Reader) -> np.ndarray:
     r.done()
     tables = [coord_table(header.shape[a]) for a in axes]
     n = math.prod(header.shape)
-    y = np.empty(n)
-    for start in range(0, n, DECODE_SLAB):
+    out, y = np.empty(n, header.dtype), np.empty(DECODE_SLAB)
+    for start in range(0, n, DECODE_SLAB):          # values denormalised slab by slab: no chunk-sized work arrays
         idx = np.arange(start, min(n, start + DECODE_SLAB))
-        net(fixed_coords(tables, header.shape, axes, idx), y[start:start + len(idx)])
-    return denormalise(y, lo, hi, header.dtype)
+        denormalise_into(net(fixed_coords(tables, header.shape, axes, idx), y[:len(idx)]), lo, hi,
+                         out[start:start + len(idx)])
+    return out
