@@ -385,9 +385,11 @@ class Layout:
         none); PayloadError, naming ``chunk``, if they cannot undo it."""
         if not self.wrap:
             return data
-        from zarr.core.array_spec import ArrayConfig
+        from zarr.core.array_spec import ArrayConfig, ArraySpec
         proto = default_buffer_prototype()
-        spec = self._metadata.get_chunk_spec((0,) * len(self.shape), ArrayConfig.from_dict({}), proto)
+        # built here (zarr 3.4 has no ArrayV3Metadata.get_chunk_spec): the spec of one chunk
+        spec = ArraySpec(shape=tuple(self.chunks), dtype=self._metadata.dtype, fill_value=self._metadata.fill_value,
+                         config=ArrayConfig.from_dict({}), prototype=proto)
         buf = proto.buffer.from_bytes(data)
         for codec in reversed(self.wrap):
             try:
