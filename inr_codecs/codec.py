@@ -24,12 +24,16 @@ from .payload import Header, PayloadError, Reader
 CONSTANT = 0
 
 
-def _decode_threads() -> int:
+def available_cores() -> int:
+    """The cores this process may use (its CPU affinity where the OS has one)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:          # not on Linux
-        cores = os.cpu_count() or 1
-    return payload.env_count("INR_CODECS_DECODE_THREADS", cores)
+        return os.cpu_count() or 1
+
+
+def _decode_threads() -> int:
+    return payload.env_count("INR_CODECS_DECODE_THREADS", available_cores())
 
 
 #: Chunk decodes that run at once through the Zarr codecs (v2 ``decode``, v3 serializers); the
@@ -78,9 +82,10 @@ class DecodedChunk(np.ndarray):
     _expects: tuple | None = None       # (dtype, shape) of the payload's chunk
 
     @classmethod
-    def of(cls, arr: np.ndarray, header: Header) -> "DecodedChunk":
+    def of(cls, arr: np.ndarray) -> "DecodedChunk":
+        """``arr`` (a decoded chunk: its payload's dtype and shape) as a DecodedChunk."""
         out = arr.view(cls)
-        out._expects = (header.dtype, tuple(header.shape))
+        out._expects = (arr.dtype, tuple(arr.shape))
         return out
 
     def __array_finalize__(self, obj):
@@ -155,10 +160,7 @@ def as_chunk(buf) -> np.ndarray:
     if not isinstance(arr, np.ndarray):
         arr = np.asarray(arr)
     payload.check_dtype(arr.dtype)
-    if not 1 <= arr.ndim <= payload.MAX_NDIM:
-        raise ValueError(_ndim_error(arr.shape))
-    if arr.size == 0:
-        raise ValueError(f"chunk of shape {arr.shape} is empty; inr-codecs stores chunks of at least one element")
+    check_shape(arr.shape)
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(
@@ -167,11 +169,17 @@ def as_chunk(buf) -> np.ndarray:
     return arr
 
 
-def _ndim_error(shape) -> str:
+def check_shape(shape) -> None:
+    """ValueError unless a chunk shape can be stored: 1 to 32 axes, none of them empty."""
+    shape = tuple(int(s) for s in shape)
     if len(shape) == 0:
-        return ("chunk is 0-d (a scalar); inr-codecs stores chunks of 1 to 32 axes: pass it as a 1-element "
-                "array (np.reshape(x, 1)) and reshape the decoded chunk")
-    return f"chunk of shape {tuple(shape)} has {len(shape)} axes; inr-codecs stores chunks of 1 to 32 axes"
+        raise ValueError("chunk is 0-d (a scalar); inr-codecs stores chunks of 1 to 32 axes: pass it as a "
+                         "1-element array (np.reshape(x, 1)) and reshape the decoded chunk")
+    if len(shape) > payload.MAX_NDIM:
+        raise ValueError(f"chunk of shape {shape} has {len(shape)} axes; inr-codecs stores chunks of 1 to "
+                         f"{payload.MAX_NDIM} axes")
+    if 0 in shape:
+        raise ValueError(f"chunk of shape {shape} is empty; inr-codecs stores chunks of at least one element")
 
 
 def memory_order(arr: np.ndarray) -> str:
@@ -378,8 +386,7 @@ class InrCodec(Codec):
             if o.dtype.itemsize > 1 and not same_values(o.dtype, arr.dtype):
                 arr = arr.astype(o.dtype)       # the other byte order (ndarray_copy would bit-cast)
             return ndarray_copy(arr, out)
-        header, _ = payload.unpack(ensure_contiguous_ndarray(buf))
-        return DecodedChunk.of(arr, header)
+        return DecodedChunk.of(arr)
 
     def decode_payload(self, buf) -> np.ndarray:
         """The chunk a payload holds (:func:`inr_codecs.decode`, plus what this codec's
@@ -438,10 +445,7 @@ class InrCodec(Codec):
         empty one."""
         dt = payload.check_dtype(dtype)
         shape = tuple(int(s) for s in shape)
-        if not 1 <= len(shape) <= payload.MAX_NDIM:
-            raise ValueError(_ndim_error(shape))
-        if 0 in shape:
-            raise ValueError(f"chunk shape {shape} is empty; inr-codecs stores chunks of at least one element")
+        check_shape(shape)
         bits = self._smallest_bits()
         need = self.min_bytes(shape, bits)
         budget = self.budget(shape, dt)

@@ -6,6 +6,8 @@ as ``x @ W + b``, so a leading batch axis on every tensor trains many networks a
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -67,18 +69,28 @@ def coord_axes(shape: tuple[int, ...]) -> list[int]:
     return [a for a, n in enumerate(shape) if n > 1]
 
 
-def grid_coords(shape: tuple[int, ...], flat_index: np.ndarray, axes=None) -> np.ndarray:
-    """Coordinates of C-order flat voxel indices: pixel centres ``(2 i + 1) / n - 1`` in (-1, 1).
+def pixel_centres(n: int) -> np.ndarray:
+    """The coordinates of an axis of ``n`` voxels: pixel centres ``(2 i + 1) / n - 1`` in (-1, 1),
+    float64 (0 when n = 1)."""
+    return (2.0 * np.arange(n) + 1.0) / n - 1.0
 
-    One column per axis of ``axes`` (default :func:`coord_axes`), in axis order; an axis of
-    length 1 gets 0. Returns float32 (len, in_dim).
-    """
-    axes = coord_axes(shape) if axes is None else axes
+
+def _gather(tables, shape: tuple[int, ...], axes, flat_index: np.ndarray, dtype) -> np.ndarray:
+    """Inputs (len, len(axes)) of C-order flat voxel indices of ``shape``: column j is
+    ``tables[j]`` (axis ``axes[j]``'s coordinates) at the voxels' index along that axis."""
     idx = np.unravel_index(flat_index, shape)
-    out = np.empty((len(flat_index), len(axes)), np.float32)
+    out = np.empty((len(flat_index), len(axes)), dtype)
     for j, a in enumerate(axes):
-        out[:, j] = (2.0 * idx[a] + 1.0) / shape[a] - 1.0
+        out[:, j] = tables[j][idx[a]]
     return out
+
+
+def grid_coords(shape: tuple[int, ...], flat_index: np.ndarray, axes=None) -> np.ndarray:
+    """Coordinates (:func:`pixel_centres`) of C-order flat voxel indices, float32 (len, in_dim):
+    one column per axis of ``axes`` (default :func:`coord_axes`), in axis order; an axis of
+    length 1 gets 0."""
+    axes = coord_axes(shape) if axes is None else axes
+    return _gather([pixel_centres(shape[a]) for a in axes], shape, axes, flat_index, np.float32)
 
 
 # --- exact (fixed-point) evaluation: the numpy decoders of SIREN and SCI --------------------------
@@ -120,9 +132,9 @@ def fixed_cos(turns: np.ndarray, out: np.ndarray, scratch=None) -> np.ndarray:
 
 
 def coord_table(n: int) -> np.ndarray:
-    """Fixed-point pixel-centre coordinates of an axis of ``n`` voxels:
-    ``rint(2**ACT_BITS * ((2 i + 1) / n - 1))`` (float64 integers; 0 when n = 1)."""
-    return np.rint(((2.0 * np.arange(n) + 1.0) / n - 1.0) * 2.0 ** ACT_BITS)
+    """Fixed-point coordinates of an axis of ``n`` voxels: ``rint(2**ACT_BITS * pixel_centres(n))``
+    (float64 integers)."""
+    return np.rint(pixel_centres(n) * 2.0 ** ACT_BITS)
 
 
 class FixedSiren:
@@ -143,6 +155,7 @@ class FixedSiren:
 
     TILE = 1024
     TILE_VALUES = 2 ** 18
+    SLAB = 1 << 16          # voxels :meth:`on_grid` yields at a time
 
     def __init__(self, layers, w0: float):
         k = float(w0) * INV_2PI
@@ -181,12 +194,13 @@ class FixedSiren:
             out[start:start + k] = y[:, 0]
         return out
 
-
-def fixed_coords(tables: list[np.ndarray], shape: tuple[int, ...], axes, flat_index) -> np.ndarray:
-    """Fixed-point inputs (len, len(axes)) of C-order flat voxel indices of ``shape``;
-    ``tables[j]`` is :func:`coord_table` of axis ``axes[j]``."""
-    idx = np.unravel_index(flat_index, shape)
-    out = np.empty((len(flat_index), len(axes)))
-    for j, a in enumerate(axes):
-        out[:, j] = tables[j][idx[a]]
-    return out
+    def on_grid(self, shape: tuple[int, ...], axes):
+        """The network over the voxels of ``shape`` in C order, its inputs the fixed-point
+        coordinates (:func:`coord_table`) of ``axes``: yields ``(start, values)``, float64 values
+        of up to ``SLAB`` voxels from flat index ``start`` on, in a buffer the next slab reuses."""
+        tables = [coord_table(shape[a]) for a in axes]
+        n = math.prod(shape)
+        y = np.empty(min(n, self.SLAB))
+        for start in range(0, n, self.SLAB):
+            idx = np.arange(start, min(n, start + self.SLAB))
+            yield start, self(_gather(tables, shape, axes, idx, np.float64), y[:len(idx)])

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .codec import InrCodec
+from .codec import InrCodec, available_cores
 from .sources import ArraySource, Source, open_source
 
 SCHEDULERS = ("threads", "processes", "sync")
@@ -293,11 +293,8 @@ def _plan(layout, batch: int | None, workers: int | None):
 
 def _cores() -> int:
     """The cores this process may use, at most ``OMP_NUM_THREADS`` where that is set (a user's cap
-    on compute threads; also what makes a CPU fit's arithmetic independent of thread timing)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:          # not on Linux
-        cores = os.cpu_count() or 1
+    on compute threads)."""
+    cores = available_cores()
     cap = os.environ.get("OMP_NUM_THREADS", "")
     return min(cores, int(cap)) if cap.isdigit() and int(cap) > 0 else cores
 

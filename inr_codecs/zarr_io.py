@@ -750,9 +750,8 @@ def check_array(z: zarr.Array, *, decode: bool = False) -> ArrayCheck:
     layout = Layout.for_reading(z)
     out = ArrayCheck(complete=is_complete(z), chunks_total=math.prod(layout.chunk_grid),
                      wrap=[_codec_name(c) for c in layout.wrap])
-    ratio = layout.codec.get_config().get("ratio")
     chunk_bytes = math.prod(layout.chunks) * layout.dtype.itemsize
-    ceiling = chunk_bytes // ratio if ratio else None
+    ceiling = layout.codec.budget(layout.chunks, layout.dtype)
 
     def bad(chunk, reason):
         out.unreadable.append((tuple(chunk), layout.chunk_key(chunk), reason))
@@ -775,7 +774,7 @@ def check_array(z: zarr.Array, *, decode: bool = False) -> ArrayCheck:
                 continue
             out.chunks_stored += 1
             out.raw_bytes += chunk_bytes
-            if layout.wrap and ceiling is not None and len(part) > ceiling:
+            if layout.wrap and len(part) > ceiling:
                 out.over_ceiling += 1
             try:
                 p = layout.unwrap(part)

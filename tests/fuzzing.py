@@ -33,19 +33,10 @@ def header_end(data: bytes) -> int:
 def make_seeds(small: bool = False) -> dict[str, bytes]:
     """Valid payloads, from short fits on small smooth chunks (needs torch); ``small``: three
     chunk kinds (uint16 3-D, float32 2-D, big-endian uint16 4-D) instead of six."""
+    from conftest import smooth_volume
+
     from inr_codecs import LatentGridCodec, SCICodec, SIRENCodec
     from inr_codecs.codec import encode_constant
-
-    def volume(shape, dtype, seed):
-        rng = np.random.default_rng(seed)
-        grids = np.meshgrid(*[np.linspace(0, 1, n) for n in shape], indexing="ij")
-        f = sum(np.sin(2 * np.pi * (rng.uniform(0.5, 2) * g + rng.uniform())) for g in grids)
-        f = (f - f.min()) / np.ptp(f)
-        dt = np.dtype(dtype)
-        if dt.kind in "iu":
-            info = np.iinfo(dt)
-            return (max(info.min, -3000) + f * (min(info.max, 60000) - max(info.min, -3000))).round().astype(dt)
-        return (f * 200 - 50).astype(dt)
 
     seeds = {}
     cpu = {"device": "cpu"}
@@ -53,7 +44,7 @@ def make_seeds(small: bool = False) -> dict[str, bytes]:
     if not small:
         kinds += [((16, 32, 32), "u1"), ((16, 32, 32), "<i2"), ((16, 32, 32), "<f8")]
     for i, (shape, dtype) in enumerate(kinds):
-        x = volume(shape, dtype, i)
+        x = smooth_volume(shape, dtype, i)
         fx = np.asfortranarray(x)
         seeds[f"siren {dtype} {shape}"] = SIRENCodec(8, steps=5, **cpu).encode(x)
         seeds[f"siren float16 {dtype} {shape} F"] = SIRENCodec(8, steps=5, encoding="float16", **cpu).encode(fx)

@@ -94,11 +94,9 @@ class SCICodec(InrCodec):
                  allocation="size_over_d", deblock="auto", bits=8, encoding="quantised", **fit):
         super().__init__(ratio, bits=bits, encoding=encoding, **fit)
         self.depth = args.integer("depth", depth, 2, 255)
-        # w0 and fr: the values given, for the configuration; payloads store float32, and the fit
-        # and the network sizes use the float32 values (what the decoder reads)
+        # w0 and fr: the values given, for the configuration (payloads store them as float32: _w0, _fr)
         self.w0 = args.real("w0", w0, above=0, f32=True)
         self.fr = args.real("fr", fr, above=0, f32=True)
-        self._w0, self._fr = args.f32(self.w0), args.f32(self.fr)
         self.M = args.integer("M", M, 1)
         self.a_max = None if a_max is None else args.integer("a_max", a_max, 1)
         self.levels = None if levels is None else args.integer("levels", levels, 0, 16)
@@ -117,6 +115,16 @@ class SCICodec(InrCodec):
             except ValueError:
                 raise ValueError(f"deblock must be 'auto', 'off' or a strength >= 0 (a number, finite in float32: "
                                  f"payloads store it as float32), not {deblock!r}") from None
+
+    @property
+    def _w0(self) -> float:
+        """``w0`` as payloads store it (float32): what the fit trains with and the decoder reads."""
+        return args.f32(self.w0)
+
+    @property
+    def _fr(self) -> float:
+        """``fr`` as payloads store it (float32): what sizes the networks."""
+        return args.f32(self.fr)
 
     # sizes -------------------------------------------------------------------------------
     @property

@@ -31,14 +31,13 @@ import numpy as np
 
 from ... import payload, quant
 from ...codec import denormalise, pack_range, read_range
-from ...nn import FixedSiren, coord_axes, coord_table, fixed_coords, mlp_shapes, siren_forward
+from ...nn import FixedSiren, coord_axes, mlp_shapes, siren_forward
 from ...payload import Header, PayloadError, Reader
 
 METHOD_ID = 2
 PIXEL_CENTRES = 0
 FIXED = struct.Struct("<BfBfBBfI")   # coords, w0, depth, fr, encoding, bits, deblock, n_flags
 MIN_SIDE = 4            # an axis is split only if both halves keep >= MIN_SIDE voxels
-DECODE_SLAB = 1 << 16
 
 
 # --- partition tree ------------------------------------------------------------------------
@@ -135,17 +134,14 @@ def render(shape, blocks: list[Node], nets: list, axes: list[int], w0: float) ->
     """Evaluate every block's network (its decoded ``(q, step)`` layer matrices, exactly: see
     ``nn.FixedSiren``) or constant on its own grid: the normalised chunk, float32."""
     y = np.empty(shape, np.float32)
-    flat = np.empty(DECODE_SLAB)
     for blk, net in zip(blocks, nets):
         if not isinstance(net, list):
             y[blk.slices] = net
             continue
         fixed = FixedSiren([(q[:-1], step, q[-1], step) for q, step in net], w0)
-        tables = [coord_table(blk.shape[a]) for a in axes]
         out = np.empty(blk.size, np.float32)
-        for start in range(0, blk.size, DECODE_SLAB):
-            idx = np.arange(start, min(blk.size, start + DECODE_SLAB))
-            out[idx] = fixed(fixed_coords(tables, blk.shape, axes, idx), flat[:len(idx)])
+        for start, values in fixed.on_grid(blk.shape, axes):
+            out[start:start + len(values)] = values
         y[blk.slices] = out.reshape(blk.shape)
     return y
 

@@ -78,9 +78,13 @@ class SIRENCodec(InrCodec):
     def __init__(self, ratio, *, depth=6, w0=20.0, width=None, bits=8, encoding="quantised", **fit):
         super().__init__(ratio, bits=bits, encoding=encoding, **fit)
         self.depth = args.integer("depth", depth, 1, 255)
-        self.w0 = args.real("w0", w0, above=0, f32=True)   # the value given, for the configuration;
-        self._w0 = args.f32(self.w0)        # payloads store float32: the fit uses what the decoder will
+        self.w0 = args.real("w0", w0, above=0, f32=True)   # the value given, for the configuration
         self.width = None if width is None else args.integer("width", width, MIN_WIDTH, 65535)
+
+    @property
+    def _w0(self) -> float:
+        """``w0`` as payloads store it (float32): what the fit trains with and the decoder reads."""
+        return args.f32(self.w0)
 
     # sizes -------------------------------------------------------------------------------
     def _candidate_bits(self) -> tuple[int, ...]:

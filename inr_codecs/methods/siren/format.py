@@ -21,13 +21,12 @@ import numpy as np
 
 from ... import payload, quant
 from ...codec import denormalise_into, pack_range, read_range
-from ...nn import FixedSiren, coord_axes, coord_table, fixed_coords, siren_shapes
+from ...nn import FixedSiren, coord_axes, siren_shapes
 from ...payload import Header, PayloadError, Reader
 
 METHOD_ID = 1
 PIXEL_CENTRES = 0
 FIXED = struct.Struct("<BfBHBB")      # coords, w0, depth, width, encoding, bits
-DECODE_SLAB = 1 << 16                 # voxels evaluated at once when decoding
 
 
 class Body(NamedTuple):
@@ -90,11 +89,7 @@ def decode_body(header: Header, r: Reader) -> np.ndarray:
         raise PayloadError(f"a SIREN payload for a one-voxel chunk {header.shape} (writers store a constant)")
     net = fixed_network(quant.decode_exact(r, siren_shapes(len(axes), width, depth), enc, bits), w0)
     r.done()
-    tables = [coord_table(header.shape[a]) for a in axes]
-    n = math.prod(header.shape)
-    out, y = np.empty(n, header.dtype), np.empty(DECODE_SLAB)
-    for start in range(0, n, DECODE_SLAB):          # values denormalised slab by slab: no chunk-sized work arrays
-        idx = np.arange(start, min(n, start + DECODE_SLAB))
-        denormalise_into(net(fixed_coords(tables, header.shape, axes, idx), y[:len(idx)]), lo, hi,
-                         out[start:start + len(idx)])
+    out = np.empty(math.prod(header.shape), header.dtype)
+    for start, y in net.on_grid(header.shape, axes):    # denormalised slab by slab: no chunk-sized work arrays
+        denormalise_into(y, lo, hi, out[start:start + len(y)])
     return out
