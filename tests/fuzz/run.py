@@ -46,6 +46,16 @@ def _recv(stream):
     return pickle.loads(stream.read(n))
 
 
+def _peak_rss_kb() -> int:
+    """This process's peak resident set (kB): Linux's VmHWM, which starts afresh at exec
+    (``ru_maxrss`` keeps the forking parent's peak), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def worker(seed_dir: str) -> None:
     """Decode mutants sent on stdin; reply with each way's outcome, the slowest way's seconds and
     the peak allocation (numpy's, traced) beyond the declared chunk over the three ways."""
@@ -72,7 +82,7 @@ def worker(seed_dir: str) -> None:
         peak = tracemalloc.get_traced_memory()[1] - base
         _send(stdout, {"ways": res, "seconds": max(r["seconds"] for r in res.values()), "declared": declared,
                        "beyond": max(0, peak - declared),
-                       "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+                       "rss_kb": _peak_rss_kb()})
 
 
 class Worker:
